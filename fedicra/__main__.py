@@ -1,0 +1,5 @@
+import sys
+
+from fedicra.cli import main
+
+sys.exit(main())

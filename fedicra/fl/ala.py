@@ -1,0 +1,143 @@
+"""Adaptive Local Aggregation (ALA, Zhang et al. AAAI 2023; reference 4.7), a reusable client-side merge.
+
+When a client receives the global model, ALA loads it and then mixes a chosen parameter set P (by
+default the decoder `up1..up4` + `out_conv`) element-wise between the client's previous local values
+and the received global values. The mixing weights W (one tensor per parameter, values in [0, 1]) are
+learned by gradient descent on the client's partial cross-entropy, on its own training batches:
+
+    intended (FedALA):  T = L + (G - L) * W,  W <- clip(W - eta * dLoss/dT * (G - L), 0, 1)
+                        W starts at ones (pure global) and persists across rounds in `client.state`.
+    faithful (upstream FedICRA): T = G + (L - G) * W (roles swapped: W = 1 means local) and W is reset
+                        to ones at every call (upstream's persistence check never fires, quirk 3/4).
+
+The first non-skipped call is a "start phase": whole epochs until more than `window` epochs ran and the
+standard deviation of the last `window` epoch-final losses is below `threshold`, capped at
+`max_start_epochs` (upstream has no cap; the cap keeps CPU runs bounded). Later calls run one epoch.
+ALA is skipped (pure global model kept) while `round_iter <= skip_iters` (upstream: `iter_global <= 50`)
+or when the local and global values of P are identical (nothing to mix, e.g. the first round).
+
+ALA's batches come from `client.batch` on an epoch counter far from the training counter, so they are
+seeded and repeatable but drawn independently of the training batches, and they do not advance the
+client's step (the learning-rate schedule).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from fedicra.fl.method import load_shared
+
+# ALA epochs use client.batch(step) with epochs starting here, so their permutations and augmentation
+# draws never coincide with the training epochs (which count up from 0).
+ALA_EPOCH_OFFSET = 1 << 30
+STATE_KEY = "ala"
+
+
+def decoder_mixed(name: str) -> bool:
+    """Default mixed set P: parameters of decoder.up1..4 and decoder.out_conv (aux heads excluded)."""
+    return name.startswith(("decoder.up1.", "decoder.up2.", "decoder.up3.", "decoder.up4.", "decoder.out_conv."))
+
+
+class AdaptiveAggregation:
+    """Element-wise adaptive mixing of the received global model into the local one.
+
+    `mixed(name)` selects the parameters in P. `merge(client, global_arrays, round_iter)` loads the
+    received arrays into `client.model` (entries the client's method marks personal are kept) and then
+    replaces P by the learned mix. Method state lives in `client.state[state_key]` (torch-saveable).
+    """
+
+    def __init__(self, mixed: Callable[[str], bool] = decoder_mixed, eta: float = 1.0, threshold: float = 0.1,
+                 window: int = 10, skip_iters: int = 50, max_start_epochs: int = 50, faithful: bool = False,
+                 state_key: str = STATE_KEY):
+        if window < 1 or max_start_epochs < 1:
+            raise ValueError("ALA window and max_start_epochs must be at least 1")
+        self.mixed, self.eta, self.threshold, self.window = mixed, float(eta), float(threshold), int(window)
+        self.skip_iters, self.max_start_epochs = int(skip_iters), int(max_start_epochs)
+        self.faithful, self.state_key = faithful, state_key
+
+    # ------------------------------------------------------------------ state
+    def state(self, client) -> dict[str, Any]:
+        return client.state.setdefault(self.state_key, {"weights": None, "started": False, "epochs": 0,
+                                                        "calls": 0})
+
+    # ------------------------------------------------------------------ the merge
+    def merge(self, client, global_arrays: dict[str, torch.Tensor], round_iter: int) -> dict[str, Any]:
+        """Load `global_arrays` and mix P adaptively. Returns {"skipped": reason or "", "epochs": n, "loss": x}."""
+        model = client.model
+        params = dict(model.named_parameters())
+        names = [n for n in params if self.mixed(n)]
+        local = {n: params[n].detach().clone() for n in names}
+        load_shared(model, global_arrays, client.method.is_personal)
+        glob = {n: params[n].detach().clone() for n in names}
+        st = self.state(client)
+        if round_iter <= self.skip_iters:
+            return {"skipped": "warm-up", "epochs": 0, "loss": float("nan")}
+        if all(torch.equal(local[n], glob[n]) for n in names):
+            return {"skipped": "identical", "epochs": 0, "loss": float("nan")}
+
+        if self.faithful or st["weights"] is None:
+            st["weights"] = {n: torch.ones_like(glob[n]) for n in names}
+        weights = {n: w.to(glob[n].device) for n, w in st["weights"].items()}
+        # base + delta * W: intended base = local, delta = global - local; faithful the roles are swapped.
+        base, other = (glob, local) if self.faithful else (local, glob)
+        delta = {n: other[n] - base[n] for n in names}
+
+        temp = copy.deepcopy(model)   # BatchNorm statistics the ALA passes update stay in the copy
+        temp.train()
+        temp_params = dict(temp.named_parameters())
+        for name, param in temp_params.items():
+            param.requires_grad_(name in delta)
+
+        def write_mix():
+            with torch.no_grad():
+                for n in names:
+                    temp_params[n].copy_(base[n] + delta[n] * weights[n])
+
+        write_mix()
+        start_phase = not st["started"]
+        epoch_losses: list[float] = []
+        with client.random_state():
+            while True:
+                last = self._epoch(client, temp, temp_params, names, weights, delta, write_mix, st)
+                epoch_losses.append(last)
+                if not start_phase:
+                    break
+                converged = (len(epoch_losses) > self.window
+                             and float(np.std(epoch_losses[-self.window:])) < self.threshold)
+                if converged or len(epoch_losses) >= self.max_start_epochs:
+                    break
+        st["started"] = True
+        st["calls"] += 1
+        if not self.faithful:
+            st["weights"] = {n: w.detach().cpu().clone() for n, w in weights.items()}
+        with torch.no_grad():
+            for n in names:
+                params[n].copy_(temp_params[n])
+        return {"skipped": "", "epochs": len(epoch_losses), "loss": epoch_losses[-1]}
+
+    def _epoch(self, client, temp, temp_params, names, weights, delta, write_mix, st) -> float:
+        """One pass over the client's training batches; returns the last batch's loss."""
+        from fedicra.losses import partial_cross_entropy
+
+        per_epoch = client.batches_per_epoch
+        loss_value = float("nan")
+        for position in range(per_epoch):
+            batch = client.batch((ALA_EPOCH_OFFSET + st["epochs"]) * per_epoch + position)
+            for n in names:
+                temp_params[n].grad = None
+            output = temp(batch["image"])
+            loss = partial_cross_entropy(output["logits"], batch["label"],
+                                         ignore_index=client.manifest.num_classes)
+            loss.backward()
+            with torch.no_grad():
+                for n in names:
+                    grad = temp_params[n].grad
+                    if grad is not None:
+                        weights[n].sub_(self.eta * grad * delta[n]).clamp_(0.0, 1.0)
+            write_mix()
+            loss_value = float(loss.detach())
+        st["epochs"] += 1
+        return loss_value

@@ -1,0 +1,1 @@
+"""Backends move the same protocol messages between the server loop and the clients."""

@@ -1,0 +1,39 @@
+"""Flower simulation backend: the fedicra ServerApp and ClientApp on Flower's Ray runtime.
+
+One virtual SuperNode per client key (node i serves the i-th key). The ServerApp runs in this
+process, bound to the configuration and run directory; each request carries the configuration, so
+the ClientApps (in Ray actors) need nothing else. Ray is kept on the loopback interface.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def backend_config(config: dict[str, Any]) -> dict[str, Any]:
+    resources = config.get("simulation") or {}
+    return {
+        "client_resources": {"num_cpus": float(resources.get("num_cpus_per_client", 1)),
+                             "num_gpus": float(resources.get("num_gpus_per_client", 0.0))},
+        # Ray binds the machine's external address and starts a dashboard unless told otherwise.
+        "init_args": {"_node_ip_address": "127.0.0.1", "include_dashboard": False},
+    }
+
+
+def run(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    import json
+
+    from flwr.simulation import run_simulation
+
+    from fedicra.fl.flower_app import client_app, make_server_app
+    from fedicra.fl.registry import build_method
+    from fedicra.fl.setup import client_keys, load_manifest
+
+    keys = client_keys(config, load_manifest(config), build_method(config))
+    run_dir = Path(run_dir)
+    run_simulation(server_app=make_server_app(config, run_dir), client_app=client_app,
+                   num_supernodes=len(keys), backend_config=backend_config(config))
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():  # run_simulation re-raises ServerApp errors; this is a safety net
+        raise RuntimeError(f"{run_dir}: the Flower simulation ended without writing summary.json")
+    return json.loads(summary_path.read_text())

@@ -1,0 +1,264 @@
+"""One federated client (a site, or the pool of all sites for centralized baselines).
+
+The client owns its data, its model and the method's private state. Everything random it does is
+drawn from streams keyed by (seed, client key, step), so a resumed run repeats the same draws.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedicra.seeding import stream
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class SiteData:
+    """The splits of one site as seen by a client (train with the assigned label kind)."""
+
+    site: int
+    name: str
+    label: str
+    train: Any
+    val: Any
+    test: Any
+
+
+@dataclass
+class Client:
+    key: int                      # client index (site index, or 0 for the pooled client)
+    config: dict[str, Any]
+    manifest: Any
+    method: Any
+    data: list[SiteData]          # sites whose training data this client holds (one, or all when pooled)
+    model: torch.nn.Module
+    device: torch.device
+    step: int = 0                 # local iterations done so far (drives the poly learning rate)
+    state: dict[str, Any] = field(default_factory=dict)   # method-private state
+    best: dict[int, dict[str, Any]] = field(default_factory=dict)  # site -> best-on-val snapshot
+    best_test: dict[int, dict[str, Any]] = field(default_factory=dict)
+    rng_state: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, key: int, config: dict, manifest, method, data: list[SiteData]) -> "Client":
+        from fedicra.models import build_model
+
+        device = resolve_device(config["device"])
+        torch.manual_seed(config["seed"])  # identical initial weights on every client, as upstream
+        model = build_model(method.model, manifest.in_channels, manifest.num_classes,
+                            num_sites=len(manifest.sites), site=key, faithful=config["faithful"]).to(device)
+        client = cls(key=key, config=config, manifest=manifest, method=method, data=data,
+                     model=model, device=device)
+        method.bind(model)
+        generator = torch.Generator().manual_seed(int(stream(config["seed"], 7919, key).integers(2**62)))
+        client.rng_state = generator.get_state()
+        method.init_client(client)
+        return client
+
+    # ------------------------------------------------------------------ data
+    @property
+    def train_cases(self) -> int:
+        return sum(len(d.train) for d in self.data)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return max(1, math.ceil(self.train_cases / self.config["batch_size"]))
+
+    def _train_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        for d in self.data:
+            if index < len(d.train):
+                return d.train.images[index], d.train.labels[index]
+            index -= len(d.train)
+        raise IndexError(index)
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        """The batch of local step `step`: a seeded permutation per epoch, no drop_last, as upstream.
+
+        Batches and augmentations depend only on (seed, client, step), never on history, so a run
+        resumed from a checkpoint sees exactly the batches it would have seen.
+        """
+        from fedicra.data.augment import augment
+
+        n, size = self.train_cases, self.config["batch_size"]
+        epoch, position = divmod(step, self.batches_per_epoch)
+        order = stream(self.config["seed"], self.key, epoch).permutation(n)
+        images, labels = [], []
+        for index in order[position * size:(position + 1) * size]:
+            image, label = self._train_arrays(int(index))
+            if self.config["augment"]:
+                image, label = augment(image, label, stream(self.config["seed"], self.key, epoch, int(index)),
+                                       image_fill=self.manifest.preset.image_fill,
+                                       label_fill=self.manifest.unlabeled)
+            images.append(torch.from_numpy(np.array(image, dtype=np.float32)))
+            labels.append(torch.from_numpy(np.array(label, dtype=np.int64)))
+        return {"image": torch.stack(images).to(self.device), "label": torch.stack(labels).to(self.device)}
+
+    # ------------------------------------------------------------------ training
+    def lr(self) -> float:
+        total = self.config["rounds"] * self.config["local_steps"]
+        return self.config["lr"] * (1.0 - min(self.step, total - 1) / total) ** self.config["lr_power"]
+
+    def objective(self, batch, output) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss every method shares: partial CE (+ optional gated CRF, as upstream's v4 baselines)."""
+        from fedicra.losses import gated_crf_loss, partial_cross_entropy
+
+        logits = output["logits"]
+        loss = partial_cross_entropy(logits, batch["label"], ignore_index=self.manifest.num_classes)
+        parts = {"pce": float(loss.detach())}
+        if self.config["gated_crf"] > 0:
+            crf = gated_crf_loss(torch.softmax(logits, dim=1), batch["image"])
+            loss = loss + self.config["gated_crf"] * crf
+            parts["gated_crf"] = float(crf.detach())
+        return loss, parts
+
+    def train_steps(self, model: torch.nn.Module, steps: int, loss_fn=None, optimizer=None) -> dict[str, float]:
+        """Run `steps` local iterations on `model` with the method's optimizer, schedule and loss.
+
+        Frozen parameters (outside the method's `trainable` predicate) get `requires_grad=False`;
+        in `faithful` mode gradients are zeroed rather than dropped, so AdamW still applies weight
+        decay and momentum to frozen tensors as upstream (PyTorch 1.10) did.
+        """
+        method = self.method
+        loss_fn = loss_fn or (lambda batch, output: method.loss(self, batch, output))
+        model.train()
+        named = list(model.named_parameters())
+        if optimizer is None:
+            optimizer = method.make_optimizer(self, model)
+        totals: dict[str, float] = {}
+        with self.random_state():
+            for i in range(steps):
+                predicate = method.trainable(self, i)
+                for name, param in named:
+                    param.requires_grad_(predicate is None or predicate(name))
+                for group in optimizer.param_groups:
+                    group["lr"] = self.lr()
+                batch = self.batch(self.step)
+                output = model(batch["image"])
+                loss, parts = loss_fn(batch, output)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"site {self.key}: loss is {float(loss)} at local step {self.step}")
+                optimizer.zero_grad(set_to_none=not self.config["faithful"])
+                loss.backward()
+                optimizer.step()
+                self.step += 1
+                parts = {"loss": float(loss.detach()), **parts}
+                for k, v in parts.items():
+                    totals[k] = totals.get(k, 0.0) + v / steps
+        for _, param in named:
+            param.requires_grad_(True)
+        return totals
+
+    class _RandomState:
+        def __init__(self, client: "Client"):
+            self.client = client
+
+        def __enter__(self):
+            self.saved = torch.get_rng_state()
+            torch.set_rng_state(self.client.rng_state)
+
+        def __exit__(self, *exc):
+            self.client.rng_state = torch.get_rng_state()
+            torch.set_rng_state(self.saved)
+
+    def random_state(self):
+        """Use this client's own torch random stream (dropout) so clients do not disturb each other."""
+        return self._RandomState(self)
+
+    # ------------------------------------------------------------------ evaluation
+    def score(self, model: torch.nn.Module, split: str, site: SiteData):
+        from fedicra.eval.evaluate import evaluate
+
+        dataset = getattr(site, split)
+        frame = evaluate(model, dataset, self.manifest.structures, device=self.device,
+                         policy=self.config["metric_policy"], site=site.site)
+        frame.insert(0, "site", site.site)
+        return frame
+
+    def validate(self, round_: int) -> list[dict[str, Any]]:
+        """Score the personalized model on each held site's validation split; remember the best."""
+        model = self.method.personalized_model(self)
+        rows = []
+        for site in self.data:
+            row: dict[str, Any] = {"round": round_, "site": site.site}
+            if len(site.val):
+                frame = self.score(model, "val", site)
+                row.update(frame.drop(columns=["site", "case"]).mean(numeric_only=True).to_dict())
+                if row["mean_dice"] > self.best.get(site.site, {}).get("mean_dice", -math.inf):
+                    self.best[site.site] = {"mean_dice": row["mean_dice"], "round": round_,
+                                            "model": copy.deepcopy(model.state_dict())}
+            if self.config["select_on_test"]:
+                test = self.score(model, "test", site).mean(numeric_only=True)
+                if test["mean_dice"] > self.best_test.get(site.site, {}).get("mean_dice", -math.inf):
+                    self.best_test[site.site] = {"mean_dice": test["mean_dice"], "round": round_,
+                                                 "model": copy.deepcopy(model.state_dict())}
+            rows.append(row)
+        return rows
+
+    def final_scores(self, global_model: torch.nn.Module | None) -> list[dict[str, Any]]:
+        """Per-case test scores of the last, best-on-val (and best-on-test) personalized models."""
+        import pandas as pd
+
+        model = self.method.personalized_model(self)
+        frames = []
+        for site in self.data:
+            candidates = [("personalized", "last", model.state_dict())]
+            for selection, table in (("best_val", self.best), ("best_test", self.best_test)):
+                if site.site in table:
+                    candidates.append(("personalized", selection, table[site.site]["model"]))
+            if global_model is not None:
+                candidates.append(("global", "last", None))
+            last_state = copy.deepcopy(model.state_dict())
+            for kind, selection, state in candidates:
+                scored = global_model if kind == "global" else model
+                if kind == "personalized":
+                    scored.load_state_dict(state)
+                frame = self.score(scored, "test", site)
+                frame.insert(1, "site_name", site.name)
+                frame.insert(2, "label", site.label)
+                frame.insert(4, "model", kind)
+                frame.insert(5, "selection", selection)
+                frame.insert(6, "round", self.best.get(site.site, {}).get("round") if selection == "best_val"
+                             else self.best_test.get(site.site, {}).get("round") if selection == "best_test"
+                             else self.config["rounds"])
+                frames.append(frame)
+            model.load_state_dict(last_state)
+        return pd.concat(frames, ignore_index=True).to_dict(orient="records")
+
+    def sample_prediction(self) -> dict[str, np.ndarray]:
+        """Image, full mask, a training label and the prediction of the first test case of each site."""
+        from fedicra.eval.evaluate import predict
+
+        model = self.method.personalized_model(self)
+        out = {}
+        for site in self.data:
+            if not len(site.test) or not len(site.train):
+                continue
+            item, train_item = site.test[0], site.train[0]
+            out[f"site{site.site}/image"] = np.asarray(item["image"], dtype=np.float32)
+            out[f"site{site.site}/mask"] = np.asarray(item["label"], dtype=np.uint8)
+            out[f"site{site.site}/train_image"] = np.asarray(train_item["image"], dtype=np.float32)
+            out[f"site{site.site}/train_label"] = np.asarray(train_item["label"], dtype=np.uint8)
+            out[f"site{site.site}/prediction"] = predict(model, torch.as_tensor(item["image"]),
+                                                         site=site.site).astype(np.uint8)
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def snapshot(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "step": self.step, "state": self.state,
+                "best": self.best, "best_test": self.best_test, "rng_state": self.rng_state}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.model.load_state_dict(snap["model"])
+        self.step, self.state = snap["step"], snap["state"]
+        self.best, self.best_test, self.rng_state = snap["best"], snap["best_test"], snap["rng_state"]

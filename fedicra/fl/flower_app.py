@@ -1,0 +1,246 @@
+"""The engine as one Flower app: a generic ClientApp and a ServerApp that runs the same round loop
+(`fedicra.fl.server.Federation`) as the in-process backend, over Flower's Grid.
+
+Who knows what:
+- The server gets the engine configuration from the run config (`config-json`, `run-dir`; see
+  `fedicra.fl.backends.deployment`) or, in simulation, from `make_server_app(config, run_dir)`.
+- Every request carries the configuration as JSON in its ConfigRecord (`run_config`), so a node
+  needs nothing but its site: `site=<k>` in its node config (deployment) or its `partition-id`
+  (simulation: node i serves the i-th client key). A node may also set `dataset=<path>` and
+  `device=<name>` in its node config when its copy of the data or its accelerator differ.
+- Personal state (model, method state, best snapshots, random stream) lives in the node's
+  `context.state` between rounds and is never sent; only `protocol.handle`'s reply leaves the node.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from fedicra.errors import UserError
+
+RUN_CONFIG = "run_config"     # request ConfigRecord key: the engine configuration as JSON
+SITE = "site"                 # request ConfigRecord key: the client key the server addresses
+STATE = "fedicra"             # context.state key of the node's personal state
+ERROR_FILE = "flower_error.txt"  # written into the run directory when the ServerApp fails
+NODE_WAIT_S = 120.0           # how long the ServerApp waits for every site's node to connect
+
+
+# ---------------------------------------------------------------------------------------------- client
+def node_config_for(config: dict[str, Any], node_config: dict[str, Any]) -> dict[str, Any]:
+    """The engine configuration as this node sees it (node-local dataset path and device)."""
+    local = dict(config)
+    for key in ("dataset", "device"):
+        if key in node_config and str(node_config[key]):
+            local[key] = str(node_config[key])
+    return local
+
+
+def node_key(config: dict[str, Any], node_config: dict[str, Any]) -> int:
+    """The client key this node serves: `site` from the node config, else the `partition-id`-th key."""
+    from fedicra.fl.registry import build_method
+    from fedicra.fl.setup import client_keys, load_manifest
+
+    keys = client_keys(config, load_manifest(config), build_method(config))
+    if SITE in node_config:
+        try:
+            key = int(node_config[SITE])
+        except (TypeError, ValueError):
+            raise UserError(f"node config site={node_config[SITE]!r}: expected a site index") from None
+        if key not in keys:
+            raise UserError(f"node config site={key}: this run uses client keys {keys}")
+        return key
+    if "partition-id" in node_config:
+        index = int(node_config["partition-id"])
+        if not 0 <= index < len(keys):
+            raise UserError(f"node config partition-id={index}: this run has {len(keys)} clients")
+        return keys[index]
+    raise UserError("node config: set site=<k> (e.g. flower-supernode --node-config 'site=0')")
+
+
+def _snapshot_bytes(client) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(client.snapshot(), buffer)
+    return buffer.getvalue()
+
+
+def _restore(client, blob: bytes) -> None:
+    import torch
+
+    client.restore(torch.load(io.BytesIO(blob), map_location=client.device, weights_only=False))
+
+
+def handle_train(content: RecordDict, context: Context) -> RecordDict:
+    """Client side of one request: rebuild the client, restore its state, run the protocol, save."""
+    from fedicra.fl import protocol
+    from fedicra.fl.registry import build_method
+    from fedicra.fl.setup import make_client
+
+    settings = dict(content["config"])
+    config = node_config_for(json.loads(settings.pop(RUN_CONFIG)), dict(context.node_config))
+    key = node_key(config, dict(context.node_config))
+    addressed = settings.pop(SITE, key)
+    if int(addressed) != key:
+        raise RuntimeError(f"request for site {addressed} reached the node of site {key}")
+    # Rebuilding is cheap (datasets are cached per process by fedicra.fl.setup._site_data) and
+    # keeps no hidden state in the process: everything personal comes from context.state.
+    client = make_client(config, build_method(config), key)
+    if STATE in context.state:
+        _restore(client, bytes(context.state[STATE]["snapshot"]))
+    request = RecordDict({"config": ConfigRecord(settings)})
+    if "arrays" in content:
+        request["arrays"] = content["arrays"]
+    reply = protocol.handle(client, request)
+    context.state[STATE] = ConfigRecord({"snapshot": _snapshot_bytes(client), "key": key})
+    return reply
+
+
+def handle_query(content: RecordDict, context: Context) -> RecordDict:
+    config = node_config_for(json.loads(content["config"][RUN_CONFIG]), dict(context.node_config))
+    return RecordDict({"config": ConfigRecord({SITE: node_key(config, dict(context.node_config))})})
+
+
+client_app = ClientApp()
+
+
+@client_app.train()
+def _train(message: Message, context: Context) -> Message:
+    return Message(content=handle_train(message.content, context), reply_to=message)
+
+
+@client_app.query()
+def _query(message: Message, context: Context) -> Message:
+    return Message(content=handle_query(message.content, context), reply_to=message)
+
+
+# ---------------------------------------------------------------------------------------------- server
+class GridTransport:
+    """`fedicra.fl.server.Transport` over a Flower Grid: one message per site and round."""
+
+    def __init__(self, grid: Grid, config: dict[str, Any], keys: list[int], node_wait_s: float = NODE_WAIT_S):
+        self.grid, self.config, self.keys = grid, config, list(keys)
+        self.node_wait_s = node_wait_s
+        self.config_json = json.dumps(config, sort_keys=True)
+        self.nodes: dict[int, int] = {}   # client key -> node id
+
+    def _config(self, extra: dict[str, Any]) -> ConfigRecord:
+        return ConfigRecord({**extra, RUN_CONFIG: self.config_json})
+
+    def connect(self) -> dict[int, int]:
+        """Ask every connected node which site it serves until each client key has its node."""
+        deadline = time.monotonic() + self.node_wait_s
+        asked: set[int] = set()
+        while True:
+            fresh = [n for n in self.grid.get_node_ids() if n not in asked]
+            if fresh:
+                messages = [Message(content=RecordDict({"config": self._config({})}), dst_node_id=n,
+                                    message_type="query", group_id="connect") for n in fresh]
+                for reply in self.grid.send_and_receive(messages, timeout=max(1.0, deadline - time.monotonic())):
+                    node = reply.metadata.src_node_id
+                    asked.add(node)
+                    if reply.has_error():
+                        raise UserError(f"node {node} cannot join the run: {_reason(reply)}")
+                    key = int(reply.content["config"][SITE])
+                    if key in self.nodes and self.nodes[key] != node:
+                        raise UserError(f"two nodes ({self.nodes[key]} and {node}) serve site {key}; "
+                                        "give each SuperNode its own --node-config site=<k>")
+                    self.nodes[key] = node
+            missing = [k for k in self.keys if k not in self.nodes]
+            if not missing:
+                return dict(self.nodes)
+            if time.monotonic() > deadline:
+                raise UserError(f"no node serves site(s) {missing} after {self.node_wait_s:g} s "
+                                f"(connected: {sorted(self.nodes)}); start one SuperNode per site "
+                                "with --node-config site=<k>")
+            time.sleep(0.5)
+
+    def send(self, round_: int, requests: dict[int, RecordDict]) -> dict[int, Any]:
+        if not self.nodes:
+            self.connect()
+        by_node: dict[int, int] = {}
+        messages = []
+        for key, content in requests.items():
+            body = RecordDict({"config": self._config({**dict(content["config"]), SITE: key})})
+            if "arrays" in content:
+                body["arrays"] = content["arrays"]
+            by_node[self.nodes[key]] = key
+            messages.append(Message(content=body, dst_node_id=self.nodes[key], message_type="train",
+                                    group_id=str(round_)))
+        timeout = self.config.get("client_timeout")
+        replies: dict[int, Any] = {}
+        for reply in self.grid.send_and_receive(messages, timeout=timeout):
+            key = by_node.get(reply.metadata.src_node_id)
+            if key is None:
+                continue
+            replies[key] = RuntimeError(_reason(reply)) if reply.has_error() else reply.content
+        for key in requests:
+            if key not in replies:
+                replies[key] = TimeoutError(f"no reply within {timeout:g} s" if timeout else "no reply")
+        return replies
+
+    def snapshot(self) -> dict[str, Any]:
+        # Personal client state lives on the nodes (context.state) and must not reach the server.
+        return {"backend": "flower", "nodes_hold_state": True}
+
+    def restore(self, snap: Any) -> None:
+        raise UserError("resume: a Flower-backend run keeps personal client state on the nodes, so it "
+                        "cannot resume from the server checkpoint; delete the run directory's "
+                        "checkpoints/ folder to start over, or use backend=inprocess")
+
+
+def _reason(reply: Message) -> str:
+    error = reply.error
+    return " ".join(f"{error.reason} (Flower error code {error.code})".split())
+
+
+def serve(grid: Grid, config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The ServerApp's body: the same Federation loop as the in-process backend, over the Grid."""
+    from fedicra.fl import outputs
+    from fedicra.fl.registry import build_method
+    from fedicra.fl.server import Federation
+    from fedicra.fl.setup import client_keys, load_manifest
+    from fedicra.seeding import seed_everything
+
+    run_dir = Path(run_dir)
+    error_file = run_dir / ERROR_FILE
+    error_file.unlink(missing_ok=True)
+    try:
+        seed_everything(config["seed"])
+        method = build_method(config)
+        manifest = load_manifest(config)
+        keys = client_keys(config, manifest, method)
+        transport = GridTransport(grid, config, keys)
+        transport.connect()
+        return Federation(config, method, manifest, keys, transport, run_dir).run()
+    except BaseException as err:
+        # The launcher of a deployment waits for summary.json or this file (one line).
+        outputs.atomic_write(error_file, f"{type(err).__name__}: {' '.join(str(err).split())}\n")
+        raise
+
+
+def make_server_app(config: dict[str, Any] | None = None, run_dir: str | Path | None = None) -> ServerApp:
+    """A ServerApp bound to `config`/`run_dir`, or (both None) reading them from the run config."""
+    app = ServerApp()
+
+    @app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        cfg, out = config, run_dir
+        if cfg is None:
+            if "config-json" not in context.run_config or "run-dir" not in context.run_config:
+                raise UserError("run config: the fedicra ServerApp needs config-json and run-dir "
+                                "(see docs/deployment.md)")
+            cfg, out = json.loads(str(context.run_config["config-json"])), str(context.run_config["run-dir"])
+        serve(grid, cfg, Path(out))
+
+    return app
+
+
+server_app = make_server_app()

@@ -1,0 +1,62 @@
+"""Turn a run configuration into the pieces both sides need: manifest, label kinds, clients."""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from fedicra.errors import UserError
+from fedicra.fl.client import Client, SiteData
+from fedicra.fl.method import Method
+
+
+def load_manifest(config: dict[str, Any]):
+    from fedicra.data.manifest import Manifest
+
+    return Manifest.load(config["dataset"], task=config.get("task"))
+
+
+def site_indices(config: dict[str, Any], manifest) -> list[int]:
+    count = len(manifest.sites)
+    sites = list(range(count)) if config.get("sites") is None else list(config["sites"])
+    bad = [s for s in sites if s >= count]
+    if bad:
+        raise UserError(f"option sites: site {bad[0]} does not exist ({config['dataset']} has {count} sites)")
+    if not sites:
+        raise UserError("option sites: no site selected")
+    return sites
+
+
+def label_kinds(config: dict[str, Any], manifest, method: Method) -> list[str]:
+    from fedicra.data.assignment import resolve_assignment
+
+    if method.labels is not None:
+        return [method.labels] * len(manifest.sites)
+    return list(resolve_assignment(config["assignment"], manifest))
+
+
+def client_keys(config: dict[str, Any], manifest, method: Method) -> list[int]:
+    """Site indices for per-site methods; a single key 0 for pooled (centralized) methods."""
+    return [0] if method.topology == "pooled" else site_indices(config, manifest)
+
+
+@functools.lru_cache(maxsize=64)
+def _site_data(root: str, task, site: int, label: str, val_fraction: float, seed: int) -> SiteData:
+    # Datasets are immutable, so processes that serve many rounds (Flower nodes) load them once.
+    from fedicra.data.dataset import SiteDataset
+    from fedicra.data.manifest import Manifest
+
+    manifest = Manifest.load(root, task=task)
+    common = dict(root=root, manifest=manifest, site=site, val_fraction=val_fraction, seed=seed)
+    return SiteData(site=site, name=manifest.sites[site].name, label=label,
+                    train=SiteDataset(split="train", label=label, **common),
+                    val=SiteDataset(split="val", label="mask", **common),
+                    test=SiteDataset(split="test", label="mask", **common))
+
+
+def make_client(config: dict[str, Any], method: Method, key: int, manifest=None) -> Client:
+    manifest = manifest or load_manifest(config)
+    labels = label_kinds(config, manifest, method)
+    held = site_indices(config, manifest) if method.topology == "pooled" else [key]
+    data = [_site_data(str(config["dataset"]), config.get("task"), s, labels[s], config["val_fraction"], config["seed"])
+            for s in held]
+    return Client.create(key, config, manifest, method, data)

@@ -1,0 +1,48 @@
+"""Atomic file writers for report outputs: write a temporary file in the same folder, then `os.replace`.
+
+A reader (or Snakemake) never sees a half-written table, figure or report.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: Path, suffix: str = ""):
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_npz(path: Path, **arrays) -> None:
+    import numpy as np
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
+
+
+def atomic_write_csv(path: Path, frame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def atomic_savefig(fig, path: Path) -> None:
+    """Save a matplotlib figure; the format comes from the final suffix (png, pdf)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."), bbox_inches="tight", dpi=150)

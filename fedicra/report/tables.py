@@ -1,0 +1,144 @@
+"""Paper-style tables in Markdown and LaTeX (booktabs): results per dataset, cost, ranking.
+
+Cells are `mean ± std` over seeds; the best value of each column is bold; a dagger marks a method
+that is significantly worse than the column's best (paired Wilcoxon, see `fedicra.report.stats`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fedicra.report.stats import RankingResult, WILCOXON_TEST, compare_methods, natural_key
+
+METRIC_LABELS = {"dice": ("Dice (%)", 100.0), "hd95": ("HD95 (px)", 1.0), "assd": ("ASSD (px)", 1.0),
+                 "jaccard": ("Jaccard (%)", 100.0)}
+
+
+@dataclass
+class Table:
+    """A rendered-agnostic table: header row, body rows of cells, cell styles."""
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
+    bold: list[list[bool]]
+    dagger: list[list[bool]]
+    label: str = ""
+
+
+def format_cell(mean: float, std: float, scale: float = 1.0, digits: int = 2) -> str:
+    """`mean ± std` (std omitted when there is a single seed); `–` for a missing value."""
+    if mean is None or not np.isfinite(mean):
+        return "–"
+    text = f"{mean * scale:.{digits}f}"
+    if std is not None and np.isfinite(std):
+        text += f" ± {std * scale:.{digits}f}"
+    return text
+
+
+def results_tables(cases: pd.DataFrame, dataset: str, assignment: str, methods: list[str],
+                   metrics=("dice", "hd95"), alpha: float = 0.05) -> list[Table]:
+    """One table per metric: rows = methods, columns = site x structure, then the site average."""
+    compared = compare_methods(cases, metrics=metrics, alpha=alpha)
+    order = [m for m in methods if m in set(compared["method"])] + \
+        sorted(set(compared["method"]) - set(methods))
+    n_seeds = int(compared["n_seeds"].max()) if not compared.empty else 0
+    tables = []
+    for metric in metrics:
+        name, scale = METRIC_LABELS.get(metric, (metric, 1.0))
+        part = compared[compared["metric"] == metric]
+        structs = list(dict.fromkeys(part["structure"]))
+        sites = sorted({s for s in part["site"] if isinstance(s, str)}, key=natural_key)
+        columns = [(site, s) for site in sites for s in structs] + [(None, s) for s in structs]
+        header = ["Method"] + [(site or "Average") + (f" {s}" if len(structs) > 1 else "") for site, s in columns]
+        rows, bold, dagger = [], [], []
+        for method in order:
+            row, b, d = [method], [False], [False]
+            for site, s in columns:
+                hit = part[(part["method"] == method) & (part["structure"] == s) &
+                           (part["site"].isna() if site is None else part["site"] == site)]
+                if hit.empty:
+                    row.append("–"); b.append(False); d.append(False)
+                    continue
+                h = hit.iloc[0]
+                row.append(format_cell(h["mean"], h["std"], scale))
+                b.append(bool(h["is_best"]))
+                d.append(bool(h["significant"]))
+            rows.append(row); bold.append(b); dagger.append(d)
+        better = "lower" if metric in ("hd95", "assd") else "higher"
+        caption = (f"{dataset}, assignment {assignment}: {name} ({better} is better), mean ± std over "
+                   f"{n_seeds} seed(s); best in bold; † = significantly worse than the best "
+                   f"({WILCOXON_TEST} paired on seeds and test cases, p < {alpha}).")
+        tables.append(Table(caption, header, rows, bold, dagger, label=f"tab:{dataset}-{assignment}-{metric}"))
+    return tables
+
+
+def cost_table(runs: pd.DataFrame, dataset: str, assignment: str, methods: list[str]) -> Table:
+    """Communication, wall-clock and memory per method (mean over seeds)."""
+    part = runs[(runs["dataset"] == dataset) & (runs["assignment"] == assignment)]
+    means = part.groupby("method")[["mb_per_round", "wall_clock_s", "peak_rss_mb", "peak_gpu_mb"]].mean()
+    order = [m for m in methods if m in means.index] + sorted(set(means.index) - set(methods))
+    header = ["Method", "MB per round (up+down)", "Wall-clock (min)", "Peak RSS (MB)", "Peak GPU (MB)"]
+    rows = []
+    for method in order:
+        m = means.loc[method]
+        rows.append([method, _num(m["mb_per_round"], 3), _num(m["wall_clock_s"] / 60.0, 2),
+                     _num(m["peak_rss_mb"], 0), _num(m["peak_gpu_mb"], 0)])
+    flags = [[False] * len(header) for _ in rows]
+    return Table(f"{dataset}, assignment {assignment}: cost per run (mean over seeds).", header, rows,
+                 flags, [r[:] for r in flags], label=f"tab:{dataset}-{assignment}-cost")
+
+
+def ranking_table(result: RankingResult) -> Table:
+    """Average Friedman ranks (1 = best) with the Nemenyi critical difference in the caption."""
+    header = ["Method", "Average rank"]
+    rows = [[m, f"{r:.2f}"] for m, r in result.ranks.items()]
+    best = result.ranks.min()
+    bold = [[False, bool(np.isclose(r, best))] for r in result.ranks]
+    caption = (f"Average rank of mean Dice over {result.matrix.shape[0]} (dataset, site) blocks. Friedman "
+               f"chi² = {result.statistic:.2f}, p = {result.pvalue:.3g}; Nemenyi critical difference "
+               f"CD = {result.critical_difference:.2f} at alpha = {result.alpha}.")
+    if result.dropped_methods:
+        caption += f" Left out (missing blocks): {', '.join(result.dropped_methods)}."
+    return Table(caption, header, rows, bold, [[False, False] for _ in rows], label="tab:ranking")
+
+
+def _num(value: float, digits: int) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def to_markdown(table: Table) -> str:
+    lines = [f"*{table.caption}*", "", "| " + " | ".join(table.header) + " |",
+             "|" + "|".join(["---"] + [":-:"] * (len(table.header) - 1)) + "|"]
+    for row, bold, dagger in zip(table.rows, table.bold, table.dagger):
+        cells = []
+        for text, b, d in zip(row, bold, dagger):
+            text = f"**{text}**" if b else text
+            cells.append(text + ("†" if d else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _tex_escape(text: str) -> str:
+    for char, repl in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                       ("²", r"$^2$")):
+        text = text.replace(char, repl)
+    return text
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs `table` environment (needs \\usepackage{booktabs})."""
+    caption = _tex_escape(table.caption).replace("†", r"$^{\dagger}$").replace("±", r"$\pm$")
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\caption{" + caption + "}",
+             rf"\label{{{table.label}}}", r"\begin{tabular}{l" + "c" * (len(table.header) - 1) + "}", r"\toprule",
+             " & ".join(_tex_escape(h) for h in table.header) + r" \\", r"\midrule"]
+    for row, bold, dagger in zip(table.rows, table.bold, table.dagger):
+        cells = []
+        for text, b, d in zip(row, bold, dagger):
+            text = _tex_escape(text).replace("±", r"$\pm$").replace("–", "--")
+            text = rf"\textbf{{{text}}}" if b else text
+            cells.append(text + (r"$^{\dagger}$" if d else ""))
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"

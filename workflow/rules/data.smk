@@ -1,0 +1,72 @@
+# Datasets: generated (synthetic phantoms), imported (PNG folders) or existing site-layout folders
+# (upstream h5 data). Every dataset is validated by `fedicra data check` before any run uses it.
+
+
+def _names(source):
+    return [n for n, s in DATASETS.items() if s["source"] == source]
+
+
+rule synth_dataset:
+    output:
+        manifest=f"{RESULTS}/data/{{dataset}}/dataset.json",
+    wildcard_constraints:
+        dataset=_alternatives(_names("synth")),
+    params:
+        root=lambda wc: dataset_root(wc.dataset),
+        args=lambda wc: " ".join(
+            [f"--task {DATASETS[wc.dataset]['task']}", f"--size {DATASETS[wc.dataset]['size']}",
+             f"--seed {DATASETS[wc.dataset]['seed']}"]
+            + ([f"--scale {DATASETS[wc.dataset]['scale']}"] if "scale" in DATASETS[wc.dataset] else [])
+        ),
+    log:
+        f"{RESULTS}/logs/data/{{dataset}}.log",
+    conda:
+        "../envs/fedicra.yaml"
+    shell:
+        "{FEDICRA} data synth --out {params.root} {params.args} > {log} 2>&1"
+
+
+rule import_dataset:
+    output:
+        manifest=f"{RESULTS}/data/{{dataset}}/dataset.json",
+    wildcard_constraints:
+        dataset=_alternatives(_names("import")),
+    params:
+        root=lambda wc: dataset_root(wc.dataset),
+        args=lambda wc: " ".join(
+            [f"--images '{resolve_path(DATASETS[wc.dataset]['images'])}'",
+             f"--masks '{resolve_path(DATASETS[wc.dataset]['masks'])}'",
+             f"--task {DATASETS[wc.dataset]['task']}", f"--size {DATASETS[wc.dataset]['size']}",
+             f"--seed {DATASETS[wc.dataset]['seed']}"]
+            + [f"--site-pattern '{p}'" for p in DATASETS[wc.dataset]["site_patterns"]]
+        ),
+    log:
+        f"{RESULTS}/logs/data/{{dataset}}.log",
+    conda:
+        "../envs/fedicra.yaml"
+    shell:
+        "{FEDICRA} data import --out {params.root} {params.args} > {log} 2>&1"
+
+
+def _dataset_input(wildcards):
+    """A generated dataset's manifest; nothing for an existing folder (checked at parse time)."""
+    if DATASETS[wildcards.dataset]["source"] == "folder":
+        return []
+    return f"{RESULTS}/data/{wildcards.dataset}/dataset.json"
+
+
+rule check_dataset:
+    input:
+        _dataset_input,
+    output:
+        f"{RESULTS}/checks/{{dataset}}.txt",
+    params:
+        root=lambda wc: dataset_root(wc.dataset),
+        # a folder without dataset.json (upstream layout) needs its task to infer the manifest
+        task=lambda wc: f"--task {DATASETS[wc.dataset]['task']}" if DATASETS[wc.dataset]["source"] == "folder" else "",
+    log:
+        f"{RESULTS}/logs/check/{{dataset}}.log",
+    conda:
+        "../envs/fedicra.yaml"
+    shell:
+        "{FEDICRA} data check '{params.root}' {params.task} > {output}.tmp 2> {log} && mv {output}.tmp {output}"

@@ -1,0 +1,89 @@
+# Figures (PNG for the HTML report, PDF for papers) and the Markdown report.
+
+
+def _figure(path, caption, category, **labels):
+    return report(path, caption=f"../report/{caption}.rst", category=category, labels=labels)
+
+
+rule figures_dataset:
+    input:
+        rules.collect.output,
+    output:
+        per_site=_figure(f"{REPORT}/figures/{{dataset}}__{{assignment}}_per_site_dice.png", "per_site_dice",
+                         "Results", dataset="{dataset}", assignment="{assignment}", figure="per-site Dice"),
+        per_site_pdf=f"{REPORT}/figures/{{dataset}}__{{assignment}}_per_site_dice.pdf",
+        curve=_figure(f"{REPORT}/figures/{{dataset}}__{{assignment}}_val_curve.png", "val_curve",
+                      "Training", dataset="{dataset}", assignment="{assignment}", figure="validation Dice"),
+        curve_pdf=f"{REPORT}/figures/{{dataset}}__{{assignment}}_val_curve.pdf",
+    params:
+        results=REPORT,
+        opts=REPORT_OPTS,
+    log:
+        f"{REPORT}/logs/figures/{{dataset}}__{{assignment}}.log",
+    conda:
+        "../envs/fedicra.yaml"
+    shell:
+        "{FEDICRA} report figures --kind combo --dataset {wildcards.dataset} --assignment {wildcards.assignment} "
+        "--results {params.results} --out {params.results}/figures {params.opts} > {log} 2>&1"
+
+
+rule figures_qualitative:
+    input:
+        rules.collect.output,
+    output:
+        png=_figure(f"{REPORT}/figures/{{dataset}}_qualitative.png", "qualitative", "Qualitative",
+                    dataset="{dataset}"),
+        pdf=f"{REPORT}/figures/{{dataset}}_qualitative.pdf",
+    params:
+        results=REPORT,
+        opts=REPORT_OPTS,
+    log:
+        f"{REPORT}/logs/figures/{{dataset}}_qualitative.log",
+    conda:
+        "../envs/fedicra.yaml"
+    shell:
+        "{FEDICRA} report figures --kind qualitative --dataset {wildcards.dataset} "
+        "--results {params.results} --out {params.results}/figures {params.opts} > {log} 2>&1"
+
+
+rule figures_summary:
+    input:
+        rules.collect.output,
+    output:
+        annotation=_figure(f"{REPORT}/figures/dice_by_annotation.png", "dice_by_annotation", "Annotation types",
+                           figure="Dice by annotation type"),
+        annotation_pdf=f"{REPORT}/figures/dice_by_annotation.pdf",
+        cd=_figure(f"{REPORT}/figures/cd_diagram.png", "cd_diagram", "Ranking", figure="critical difference"),
+        cd_pdf=f"{REPORT}/figures/cd_diagram.pdf",
+    params:
+        results=REPORT,
+        opts=REPORT_OPTS,
+    log:
+        f"{REPORT}/logs/figures/summary.log",
+    conda:
+        "../envs/fedicra.yaml"
+    shell:
+        "{FEDICRA} report figures --kind summary "
+        "--results {params.results} --out {params.results}/figures {params.opts} > {log} 2>&1"
+
+
+rule report_markdown:
+    input:
+        collected=rules.collect.output,
+        tables=rules.tables.output,
+        combos=[f"{REPORT}/figures/{stem}_{kind}.png" for stem in TABLE_STEMS for kind in ("per_site_dice", "val_curve")],
+        qualitative=expand(f"{REPORT}/figures/{{dataset}}_qualitative.png", dataset=list(DATASETS)),
+        summary=rules.figures_summary.output,
+    output:
+        report(f"{REPORT}/report.md", caption="../report/report_md.rst", category="Report"),
+    params:
+        results=REPORT,
+        opts=REPORT_OPTS,
+        title=config["report"]["title"],
+    log:
+        f"{REPORT}/logs/report.log",
+    conda:
+        "../envs/fedicra.yaml"
+    shell:
+        "{FEDICRA} report render --results {params.results} --out {output} --title '{params.title}' "
+        "{params.opts} > {log} 2>&1"

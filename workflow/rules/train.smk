@@ -1,0 +1,42 @@
+# One training run per job. The GPU slot allocator picks the device (CPU when no GPU is configured);
+# `fedicra run` resumes from its own checkpoints, so --rerun-incomplete / --keep-going just work.
+
+
+rule run_config:
+    input:
+        check=f"{RESULTS}/checks/{{dataset}}.txt",
+    output:
+        f"{RESULTS}/configs/{{dataset}}/{{assignment}}/{{method}}/seed{{seed}}.yaml",
+    params:
+        run=run_config,
+    log:
+        f"{RESULTS}/logs/configs/{{dataset}}/{{assignment}}/{{method}}/seed{{seed}}.log",
+    conda:
+        "../envs/fedicra.yaml"
+    script:
+        "../scripts/write_run_config.py"
+
+
+rule train:
+    input:
+        config=f"{RESULTS}/configs/{{dataset}}/{{assignment}}/{{method}}/seed{{seed}}.yaml",
+    output:
+        summary=f"{RESULTS}/runs/{{dataset}}/{{assignment}}/{{method}}/seed{{seed}}/summary.json",
+    params:
+        run_dir=lambda wc: run_dir(wc.dataset, wc.assignment, wc.method, wc.seed),
+        slots=SLOT_ARGS,
+    log:
+        f"{RESULTS}/logs/train/{{dataset}}/{{assignment}}/{{method}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{dataset}}/{{assignment}}/{{method}}/seed{{seed}}.tsv"
+    threads: config["threads_per_run"]
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        **GPU_RESOURCES,
+    conda:
+        "../envs/fedicra.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
+        "{PYENV} {PYTHON} -m fedicra.gpu_slots {params.slots} -- "
+        "{PYTHON} -m fedicra run --config {input.config} --out {params.run_dir} > {log} 2>&1"
