@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--out", "-o", required=True, help="run directory")
     parser.set_defaults(func=_train)
 
@@ -48,7 +49,7 @@ def _train(args: argparse.Namespace) -> int:
         "dataset": args.dataset, "method": method, "sites": None if pooled else [int(args.site)],
         "assignment": "mask" if (args.labels == "mask" and not pooled) else args.assignment,
         "rounds": -(-args.steps // local_steps), "local_steps": local_steps, "batch_size": args.batch_size,
-        "lr": args.lr, "seed": args.seed, "device": args.device, "name": f"train-{args.site}-{args.labels}",
+        "lr": args.lr, "seed": args.seed, "device": args.device, "threads": args.threads, "name": f"train-{args.site}-{args.labels}",
     })
     summary = run_experiment(config, Path(args.out))
     import pandas as pd

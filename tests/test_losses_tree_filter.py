@@ -11,8 +11,8 @@ import scipy.sparse
 import torch
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
+from fedicra.errors import UserError
 from fedicra.losses import build_spanning_forest, tree_filter
-from fedicra.losses import tree_filter as tree_filter_module
 from fedicra.losses.tree_filter import edge_affinities, set_backend
 from fedicra.losses.tree_passes_gpu import triton_available
 
@@ -39,6 +39,26 @@ def _tree_edges(forest, b):
     return {(min(v, p), max(v, p)) for v, p in enumerate(parent) if v != 0}
 
 
+def _assert_spanning_tree(forest, b, width):
+    n = forest.num_vertices
+    edges = _tree_edges(forest, b)
+    assert len(edges) == n - 1
+    for u, v in edges:  # every tree edge is a grid edge
+        assert v - u == 1 and u // width == v // width or v - u == width
+    adjacency = scipy.sparse.coo_matrix((np.ones(n - 1), tuple(np.array(sorted(edges)).T)), shape=(n, n))
+    assert connected_components(adjacency, directed=False)[0] == 1
+    return edges
+
+
+def test_forest_survives_nan_and_huge_guides():
+    guide = torch.rand(1, 2, 5, 4)
+    guide[0, 0, 1, 3] = float("nan")
+    guide[0, 1, 2:, 1] = 1e30  # squared differences overflow float32
+    forest = build_spanning_forest(guide)
+    _assert_spanning_tree(forest, 0, 4)
+    assert sorted(forest.order[0].tolist()) == list(range(20))
+
+
 @pytest.mark.parametrize("quantised", [False, True])
 def test_forest_is_a_minimum_spanning_tree(quantised):
     torch.manual_seed(1)
@@ -51,14 +71,7 @@ def test_forest_is_a_minimum_spanning_tree(quantised):
         order = forest.order[b].numpy()
         parent = forest.parent[b].numpy()
         assert order[0] == 0 and sorted(order.tolist()) == list(range(n))
-        edges = _tree_edges(forest, b)
-        assert len(edges) == n - 1
-        for u, v in edges:  # every tree edge is a grid edge
-            assert v - u == 1 and u // width == v // width or v - u == width
-        adjacency = scipy.sparse.coo_matrix(
-            (np.ones(n - 1), tuple(np.array(sorted(edges)).T)), shape=(n, n)
-        )
-        assert connected_components(adjacency, directed=False)[0] == 1
+        edges = _assert_spanning_tree(forest, b, width)
         # parents come before children in the BFS order
         position = np.empty(n, dtype=int)
         position[order] = np.arange(n)
@@ -147,7 +160,8 @@ def test_gradcheck_features_and_guide():
         lambda a, g: tree_filter(a, g, 0.4, learn_guide=True, forest=forest), (x, guide)
     )
     # rebuilding the tree inside: the tree is locally constant, so the check still holds
-    assert torch.autograd.gradcheck(lambda a, g: tree_filter(a, g, 1.0, learn_guide=True), (x, guide))
+    x1, g1 = x[:1, :, :4, :5].detach().requires_grad_(), guide[:1, :, :4, :5].detach().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, g: tree_filter(a, g, 1.0, learn_guide=True), (x1, g1))
 
 
 def test_learn_guide_false_blocks_guide_gradient():
@@ -178,8 +192,13 @@ def test_torch_level_backend_matches_numba():
         set_backend("auto")
     for a, b in zip(reference, other):
         torch.testing.assert_close(a, b)
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="backend"):
         set_backend("cuda")
+    x = torch.rand(1, 1, 4, 4)
+    with pytest.raises(UserError, match="sigma"):
+        tree_filter(x, x, 0.0, learn_guide=False)
+    with pytest.raises(UserError, match="differ"):
+        tree_filter(x, torch.rand(1, 1, 4, 5), 1.0, learn_guide=False)
 
 
 _TRITON_SCRIPT = textwrap.dedent(
@@ -217,4 +236,3 @@ def test_cuda_path_matches_cpu():
     gpu = _filter_with_grads(x.cuda(), guide.cuda())
     for a, b in zip(cpu, gpu):
         torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5)
-    assert tree_filter_module._backend_override == "auto"

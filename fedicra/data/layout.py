@@ -46,7 +46,8 @@ def read_case(path: str | os.PathLike, manifest: Manifest, keys: tuple[str, ...]
     try:
         with h5py.File(path, "r") as f:
             present = tuple(f.keys())
-            wanted = present if keys is None else tuple(keys)
+            # extra datasets (other tools' annotations) are ignored, not rejected
+            wanted = tuple(k for k in ("image",) + LABEL_KEYS if k in present) if keys is None else tuple(keys)
             for key in wanted:
                 if key not in present:
                     raise DataError(f"{path}: missing dataset {key!r} (has {', '.join(present) or 'nothing'})")
@@ -60,9 +61,6 @@ def read_case(path: str | os.PathLike, manifest: Manifest, keys: tuple[str, ...]
 
 def validate_case(arrays: dict[str, np.ndarray], path: Path, manifest: Manifest,
                   check_channels: bool = True) -> dict[str, np.ndarray]:
-    unknown = [k for k in arrays if k != "image" and k not in LABEL_KEYS]
-    if unknown:
-        raise DataError(f"{path}: unexpected dataset(s) {', '.join(unknown)}")
     out: dict[str, np.ndarray] = {}
     hw = None
     if "image" in arrays:
@@ -74,7 +72,8 @@ def validate_case(arrays: dict[str, np.ndarray], path: Path, manifest: Manifest,
         elif image.ndim != 3:
             raise DataError(f"{path}: 'image' has {image.ndim} dimensions, expected (H,W) or (C,H,W)")
         if check_channels and image.shape[0] != manifest.in_channels:
-            raise DataError(f"{path}: image has {image.shape[0]} channel(s), the dataset expects {manifest.in_channels}")
+            raise DataError(f"{path}: image has {image.shape[0]} channel(s), "
+                            f"the dataset expects {manifest.in_channels}")
         hw = image.shape[1:]
         if hw != (manifest.img_size, manifest.img_size):
             raise DataError(f"{path}: image is {hw[0]}x{hw[1]}, the dataset img_size is {manifest.img_size}")

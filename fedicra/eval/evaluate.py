@@ -36,7 +36,7 @@ class _EvalMode:
 
 
 def _argmax(model, images: torch.Tensor, site) -> np.ndarray:
-    logits = model(images, site=site)["logits"]
+    logits = model(images, site=site, aux=False)["logits"]
     return logits.argmax(dim=1).cpu().numpy().astype(np.int64)
 
 

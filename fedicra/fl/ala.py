@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from fedicra.errors import UserError
 from fedicra.fl.method import load_shared
 
 # ALA epochs use client.batch(step) with epochs starting here, so their permutations and augmentation
@@ -52,8 +53,11 @@ class AdaptiveAggregation:
     def __init__(self, mixed: Callable[[str], bool] = decoder_mixed, eta: float = 1.0, threshold: float = 0.1,
                  window: int = 10, skip_iters: int = 50, max_start_epochs: int = 50, faithful: bool = False,
                  state_key: str = STATE_KEY):
-        if window < 1 or max_start_epochs < 1:
-            raise ValueError("ALA window and max_start_epochs must be at least 1")
+        for option, value in (("window", window), ("max_start_epochs", max_start_epochs)):
+            if value < 1:
+                raise UserError(f"method_params.{option}: must be at least 1 for adaptive aggregation, got {value}")
+        if eta <= 0:
+            raise UserError(f"method_params.eta: must be positive for adaptive aggregation, got {eta}")
         self.mixed, self.eta, self.threshold, self.window = mixed, float(eta), float(threshold), int(window)
         self.skip_iters, self.max_start_epochs = int(skip_iters), int(max_start_epochs)
         self.faithful, self.state_key = faithful, state_key
@@ -65,7 +69,11 @@ class AdaptiveAggregation:
 
     # ------------------------------------------------------------------ the merge
     def merge(self, client, global_arrays: dict[str, torch.Tensor], round_iter: int) -> dict[str, Any]:
-        """Load `global_arrays` and mix P adaptively. Returns {"skipped": reason or "", "epochs": n, "loss": x}."""
+        """Load `global_arrays` and mix P adaptively.
+
+        Returns {"skipped": reason or "", "epochs": epochs run, "loss": last ALA batch loss,
+        "weight_start"/"weight_end": mean of W before and after this call (only when not skipped)}.
+        """
         model = client.model
         params = dict(model.named_parameters())
         names = [n for n in params if self.mixed(n)]
@@ -79,8 +87,10 @@ class AdaptiveAggregation:
             return {"skipped": "identical", "epochs": 0, "loss": float("nan")}
 
         if self.faithful or st["weights"] is None:
-            st["weights"] = {n: torch.ones_like(glob[n]) for n in names}
-        weights = {n: w.to(glob[n].device) for n, w in st["weights"].items()}
+            weights = {n: torch.ones_like(glob[n]) for n in names}
+        else:
+            weights = {n: st["weights"][n].to(glob[n].device).clone() for n in names}
+        start_mean = _mean(weights)
         # base + delta * W: intended base = local, delta = global - local; faithful the roles are swapped.
         base, other = (glob, local) if self.faithful else (local, glob)
         delta = {n: other[n] - base[n] for n in names}
@@ -116,7 +126,8 @@ class AdaptiveAggregation:
         with torch.no_grad():
             for n in names:
                 params[n].copy_(temp_params[n])
-        return {"skipped": "", "epochs": len(epoch_losses), "loss": epoch_losses[-1]}
+        return {"skipped": "", "epochs": len(epoch_losses), "loss": epoch_losses[-1],
+                "weight_start": start_mean, "weight_end": _mean(weights)}
 
     def _epoch(self, client, temp, temp_params, names, weights, delta, write_mix, st) -> float:
         """One pass over the client's training batches; returns the last batch's loss."""
@@ -128,7 +139,7 @@ class AdaptiveAggregation:
             batch = client.batch((ALA_EPOCH_OFFSET + st["epochs"]) * per_epoch + position)
             for n in names:
                 temp_params[n].grad = None
-            output = temp(batch["image"])
+            output = temp(batch["image"], aux=False)
             loss = partial_cross_entropy(output["logits"], batch["label"],
                                          ignore_index=client.manifest.num_classes)
             loss.backward()
@@ -141,3 +152,8 @@ class AdaptiveAggregation:
             loss_value = float(loss.detach())
         st["epochs"] += 1
         return loss_value
+
+
+def _mean(weights: dict[str, torch.Tensor]) -> float:
+    total = sum(float(w.sum()) for w in weights.values())
+    return total / max(1, sum(w.numel() for w in weights.values()))

@@ -181,7 +181,8 @@ class Client:
 
         dataset = getattr(site, split)
         frame = evaluate(model, dataset, self.manifest.structures, device=self.device,
-                         policy=self.config["metric_policy"], site=site.site)
+                         policy=self.config["metric_policy"], site=site.site,
+                         batch_size=self.config["batch_size"])
         frame.insert(0, "site", site.site)
         return frame
 

@@ -104,8 +104,14 @@ def handle_train(content: RecordDict, context: Context) -> RecordDict:
 
 
 def handle_query(content: RecordDict, context: Context) -> RecordDict:
-    config = node_config_for(json.loads(content["config"][RUN_CONFIG]), dict(context.node_config))
-    return RecordDict({"config": ConfigRecord({SITE: node_key(config, dict(context.node_config))})})
+    """Tell the server which client this node serves. Cheap on purpose (no torch import): in a
+    deployment every message starts a fresh ClientApp process. The server checks the answer."""
+    node_config = dict(context.node_config)
+    if SITE in node_config:
+        return RecordDict({"config": ConfigRecord({SITE: str(node_config[SITE])})})
+    if "partition-id" in node_config:
+        return RecordDict({"config": ConfigRecord({"partition-id": int(node_config["partition-id"])})})
+    raise UserError("node config: set site=<k> (e.g. flower-supernode --node-config 'site=0')")
 
 
 client_app = ClientApp()
@@ -148,7 +154,7 @@ class GridTransport:
                     asked.add(node)
                     if reply.has_error():
                         raise UserError(f"node {node} cannot join the run: {_reason(reply)}")
-                    key = int(reply.content["config"][SITE])
+                    key = self._key(node, dict(reply.content["config"]))
                     if key in self.nodes and self.nodes[key] != node:
                         raise UserError(f"two nodes ({self.nodes[key]} and {node}) serve site {key}; "
                                         "give each SuperNode its own --node-config site=<k>")
@@ -161,6 +167,20 @@ class GridTransport:
                                 f"(connected: {sorted(self.nodes)}); start one SuperNode per site "
                                 "with --node-config site=<k>")
             time.sleep(0.5)
+
+    def _key(self, node: int, answer: dict[str, Any]) -> int:
+        if SITE in answer:
+            try:
+                key = int(answer[SITE])
+            except ValueError:
+                raise UserError(f"node {node}: node config site={answer[SITE]!r} is not a site index") from None
+        else:
+            index = int(answer["partition-id"])
+            key = self.keys[index] if 0 <= index < len(self.keys) else -1
+        if key not in self.keys:
+            raise UserError(f"node {node} serves site {answer.get(SITE, key)}, which is not in this run "
+                            f"(client keys {self.keys}); fix its --node-config site=<k>")
+        return key
 
     def send(self, round_: int, requests: dict[int, RecordDict]) -> dict[int, Any]:
         if not self.nodes:

@@ -12,6 +12,10 @@ from fedicra.seeding import seed_everything
 
 def run_experiment(config: dict[str, Any], run_dir: str | Path, transport=None) -> dict[str, Any]:
     """Run (or resume) the experiment; returns the summary written to `run_dir/summary.json`."""
+    if config.get("threads"):
+        import torch
+
+        torch.set_num_threads(config["threads"])
     seed_everything(config["seed"])
     method = build_method(config)
     manifest = load_manifest(config)

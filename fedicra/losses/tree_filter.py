@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from fedicra.errors import UserError
 from fedicra.losses.spanning_tree import SpanningForest, build_spanning_forest
 from fedicra.losses.tree_passes_cpu import tree_passes_cpu
 from fedicra.losses.tree_passes_gpu import tree_passes_torch, tree_passes_triton, triton_available
@@ -28,7 +29,7 @@ def set_backend(name: str) -> None:
     """Force the pass implementation ('auto': Numba on CPU, Triton (else torch) on GPUs)."""
     global _backend_override
     if name not in BACKENDS:
-        raise ValueError(f"tree filter backend must be one of {BACKENDS}, got {name!r}")
+        raise UserError(f"tree filter backend must be one of {BACKENDS}, got {name!r}")
     _backend_override = name
 
 
@@ -113,13 +114,13 @@ def tree_filter(
     ``forest`` may be passed to reuse a tree already built from this guide.
     """
     if features.dim() != 4 or guide.dim() != 4:
-        raise ValueError("tree_filter expects 4-D tensors [B,C,H,W]")
+        raise UserError("tree_filter: features and guide must be 4-D [B,C,H,W]")
     if features.shape[0] != guide.shape[0] or features.shape[2:] != guide.shape[2:]:
-        raise ValueError(
-            f"features {tuple(features.shape)} and guide {tuple(guide.shape)} differ in batch or size"
+        raise UserError(
+            f"tree_filter: features {tuple(features.shape)} and guide {tuple(guide.shape)} differ in batch or size"
         )
     if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+        raise UserError(f"tree_filter: sigma must be positive, got {sigma}")
     if forest is None:
         forest = build_spanning_forest(guide)
     if not learn_guide:

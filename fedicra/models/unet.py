@@ -146,14 +146,14 @@ class Decoder(nn.Module):
         for name, level in self.aux_levels.items():
             self.add_module(name, aux_head(c[4 - level], num_classes))
 
-    def forward(self, features):
+    def forward(self, features, with_aux: bool = True):
         x0, x1, x2, x3, x4 = features
         d1 = self.up1(x4, x3)
         d2 = self.up2(d1, x2)
         d3 = self.up3(d2, x1)
         d4 = self.up4(d3, x0)
         levels = [d1, d2, d3, d4]
-        aux = [getattr(self, name)(levels[level - 1]) for name, level in self.aux_levels.items()]
+        aux = [getattr(self, name)(levels[level - 1]) for name, level in self.aux_levels.items()] if with_aux else []
         return self.out_conv(d4), levels, aux
 
 
@@ -167,6 +167,7 @@ class UNet(nn.Module):
       bottleneck [B,256,H/16,W/16] encoder output before PCS;
       features   encoder features [x0..x4] (x4 after PCS); decoder: [d1..d4].
     ``site`` (default ``self.site``) picks the one-hot site code; models without PCS ignore it.
+    ``aux=False`` skips the aux heads (they only guide training losses; inference does not need them).
     H and W must be multiples of 16.
     """
 
@@ -219,7 +220,7 @@ class UNet(nn.Module):
         site = self.site if site is None else self._check_site(site)
         return one_hot_sites(site, self.num_sites, like.shape[0], like.device, like.dtype)
 
-    def forward(self, x: torch.Tensor, site: int | None = None) -> dict:
+    def forward(self, x: torch.Tensor, site: int | None = None, aux: bool = True) -> dict:
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[2] % 16 or x.shape[3] % 16:
             raise UserError(f"model input has shape {tuple(x.shape)}; expected [B,{self.in_channels},H,W] "
                             "with H and W multiples of 16")
@@ -231,8 +232,8 @@ class UNet(nn.Module):
             features[4], attention = pcs(bottleneck, self._site_code(site, bottleneck))
         elif site is not None:
             self._check_site(site)
-        logits, decoder, aux = self.decoder(features)
-        return {"logits": logits, "aux": aux, "attention": attention, "bottleneck": bottleneck,
+        logits, decoder, aux_logits = self.decoder(features, with_aux=aux)
+        return {"logits": logits, "aux": aux_logits, "attention": attention, "bottleneck": bottleneck,
                 "features": features, "decoder": decoder}
 
     def site_attention(self, bottleneck: torch.Tensor, site: int) -> torch.Tensor:

@@ -122,9 +122,12 @@ def qualitative_figure(collected: Collected, opts: ReportOptions, dataset: str, 
     files = {m: files[m] for m in _ordered(files, opts.methods)}
     if not files:
         return _note_figure(stem, f"{dataset}: no predictions.npz in any run")
-    num_classes = len(structures(collected.cases[collected.cases["dataset"] == dataset])) + 1
+    dataset_cases = collected.cases[collected.cases["dataset"] == dataset]
+    num_classes = len(structures(dataset_cases)) + 1
+    site_names = {f"site{i}": n for i, n in zip(dataset_cases["site"], dataset_cases["site_name"])}
     assignment = seed_runs["assignment"].iloc[0]
-    return figures.qualitative_panel(files, stem, num_classes, f"{dataset} ({assignment}, seed {seed})")
+    return figures.qualitative_panel(files, stem, num_classes, f"{dataset} ({assignment}, seed {seed})",
+                                     site_names)
 
 
 def summary_figures(collected: Collected, opts: ReportOptions, out_dir: Path) -> list[Path]:

@@ -59,6 +59,8 @@ def validation_curves(rounds: pd.DataFrame, methods: list[str], stem: Path, titl
     import seaborn as sns
 
     plt = pyplot()
+    # rows with site -1 carry round-level traffic, not validation scores
+    rounds = rounds[(rounds["site"] >= 0) & rounds["mean_dice"].notna()]
     curve = rounds.groupby(["method", "seed", "round"], as_index=False)["mean_dice"].mean()
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.lineplot(data=curve, x="round", y="mean_dice", hue="method", hue_order=_order(curve["method"], methods),
@@ -104,10 +106,12 @@ def _show_label(ax, label: np.ndarray, num_classes: int) -> None:
     ax.imshow(shown, cmap="viridis", vmin=0, vmax=max(num_classes - 1, 1), interpolation="nearest")
 
 
-def qualitative_panel(prediction_files: dict[str, Path], stem: Path, num_classes: int, title: str = "") -> list[Path]:
+def qualitative_panel(prediction_files: dict[str, Path], stem: Path, num_classes: int, title: str = "",
+                      site_names: dict[str, str] | None = None) -> list[Path]:
     """Rows = sites; columns = image, full mask, sparse training label, each method's prediction.
 
-    `prediction_files` maps method -> predictions.npz (one seed, one assignment).
+    `prediction_files` maps method -> predictions.npz (one seed, one assignment); `site_names` relabels
+    the file's site keys (e.g. `site0` -> `Domain1`).
     """
     plt = pyplot()
     per_method = {m: read_predictions(p) for m, p in prediction_files.items()}
@@ -125,7 +129,8 @@ def qualitative_panel(prediction_files: dict[str, Path], stem: Path, num_classes
             match = next((e for e in entries if e["site"] == entry["site"]), None)
             if match is not None:
                 _show_label(axes[r][c], match["prediction"], num_classes)
-        axes[r][0].set_ylabel(f"{entry['site']}\n{entry['case']}".strip(), fontsize="small")
+        name = (site_names or {}).get(entry["site"], entry["site"])
+        axes[r][0].set_ylabel(f"{name}\n{entry['case']}".strip(), fontsize="small")
     for c, name in enumerate(columns):
         axes[0][c].set_title(name, fontsize="small")
     for ax in axes.flat:

@@ -4,7 +4,7 @@ Two layouts are accepted, because the contract fixes the content but not the key
 - stacked: `image` [K,...], `mask` [K,H,W], `label` [K,H,W], `prediction` [K,H,W], optional
   `site_names` [K] and `cases` [K];
 - per site: `<site>_<kind>` or `<site>/<kind>` with kind in image, mask, label, prediction.
-Aliases: `gt` for mask, `train_label`/`sparse_label`/`sparse` for label, `pred` for prediction.
+Extra keys such as `<site>/train_image` are ignored. Aliases: `gt` for mask, `train_label`/`sparse_label`/`sparse` for label, `pred` for prediction.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fedicra.errors import UserError
+from fedicra.report.stats import natural_key
 
 KINDS = {"image": "image", "mask": "mask", "gt": "mask", "label": "label", "train_label": "label",
          "sparse_label": "label", "sparse": "label", "prediction": "prediction", "pred": "prediction"}
@@ -38,6 +39,8 @@ def read_predictions(path: Path) -> list[dict]:
                  "prediction": stacked["prediction"][k]} for k in range(count)]
     sites: dict[str, dict] = {}
     for key, value in arrays.items():
+        if key.endswith("train_image"):  # the training case's image; the panel shows the test image
+            continue
         match = _PER_SITE.match(key)
         if match:
             sites.setdefault(match["site"], {"site": match["site"], "case": "", "label": None})[
@@ -45,4 +48,4 @@ def read_predictions(path: Path) -> list[dict]:
     entries = [s for s in sites.values() if {"image", "mask", "prediction"} <= set(s)]
     if not entries:
         raise UserError(f"{path}: no image/mask/prediction arrays found (keys: {', '.join(sorted(arrays))})")
-    return entries
+    return sorted(entries, key=lambda e: natural_key(e["site"]))

@@ -35,11 +35,12 @@ rule tables:
                        labels={"table": "ranking"}),
         ranking_tex=f"{REPORT}/tables/ranking.tex",
     params:
-        results=REPORT,
+        report_cli=REPORT_CLI,
+        results=lambda wildcards, input: os.path.dirname(input[0]),
         opts=REPORT_OPTS,
     log:
         f"{REPORT}/logs/tables.log",
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "{FEDICRA} report tables --results {params.results} --out {params.results}/tables {params.opts} > {log} 2>&1"
+        "{params.report_cli} tables --results {params.results} --out {params.results}/tables {params.opts} > {log} 2>&1"

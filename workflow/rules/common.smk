@@ -19,6 +19,7 @@ _CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_metho
 PYTHON = "python" if _CONDA else sys.executable
 PYENV = f'PYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}"'
 FEDICRA = f"{PYENV} {PYTHON} -m fedicra"
+REPORT_CLI = f"{PYENV} {PYTHON} -m fedicra.report"  # imports only the report package
 
 
 def resolve_path(text):
@@ -93,8 +94,12 @@ def run_config(wildcards):
     """The YAML document handed to `fedicra run --config` for one job."""
     base, params = method_spec(wildcards.method)
     train = {**config["train"], **DATASETS[wildcards.dataset].get("train", {})}
+    spec = DATASETS[wildcards.dataset]
     return {"dataset": dataset_root(wildcards.dataset), "assignment": wildcards.assignment, "method": base,
-            "method_params": params, "seed": int(wildcards.seed), **{k: train[k] for k in TRAIN_KEYS}}
+            "method_params": params, "seed": int(wildcards.seed), **{k: train[k] for k in TRAIN_KEYS},
+            # upstream folders have no dataset.json: the run needs the task to infer the manifest
+            **({"task": spec["task"]} if spec["source"] == "folder" else {}),
+            "name": f"{wildcards.dataset}/{wildcards.assignment}/{wildcards.method}/seed{wildcards.seed}"}
 
 
 def _gpu_devices():
@@ -108,6 +113,21 @@ SLOT_ARGS = (f"--gpus {_gpu_devices()} --runs-per-gpu {config['gpus']['runs_per_
 GPU_RESOURCES = {"gpu": 1} if USES_GPU else {}
 if USES_GPU and config["resources"]["gpu_model"]:
     GPU_RESOURCES["gpu_model"] = config["resources"]["gpu_model"]
+
+
+def dataset_names(source):
+    return [n for n, s in DATASETS.items() if s["source"] == source]
+
+
+def dataset_input(wildcards):
+    """A generated dataset's manifest; nothing for an existing folder (checked at parse time)."""
+    if DATASETS[wildcards.dataset]["source"] == "folder":
+        return []
+    return f"{RESULTS}/data/{wildcards.dataset}/dataset.json"
+
+
+def report_figure(path, caption, category, **labels):
+    return report(path, caption=f"../report/{caption}.rst", category=category, labels=labels)
 
 
 def _alternatives(names):

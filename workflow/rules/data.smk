@@ -2,16 +2,13 @@
 # (upstream h5 data). Every dataset is validated by `fedicra data check` before any run uses it.
 
 
-def _names(source):
-    return [n for n, s in DATASETS.items() if s["source"] == source]
-
-
 rule synth_dataset:
     output:
         manifest=f"{RESULTS}/data/{{dataset}}/dataset.json",
     wildcard_constraints:
-        dataset=_alternatives(_names("synth")),
+        dataset=_alternatives(dataset_names("synth")),
     params:
+        fedicra=FEDICRA,
         root=lambda wc: dataset_root(wc.dataset),
         args=lambda wc: " ".join(
             [f"--task {DATASETS[wc.dataset]['task']}", f"--size {DATASETS[wc.dataset]['size']}",
@@ -23,15 +20,16 @@ rule synth_dataset:
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "{FEDICRA} data synth --out {params.root} {params.args} > {log} 2>&1"
+        "{params.fedicra} data synth --out {params.root} --name {wildcards.dataset} --force {params.args} > {log} 2>&1"
 
 
 rule import_dataset:
     output:
         manifest=f"{RESULTS}/data/{{dataset}}/dataset.json",
     wildcard_constraints:
-        dataset=_alternatives(_names("import")),
+        dataset=_alternatives(dataset_names("import")),
     params:
+        fedicra=FEDICRA,
         root=lambda wc: dataset_root(wc.dataset),
         args=lambda wc: " ".join(
             [f"--images '{resolve_path(DATASETS[wc.dataset]['images'])}'",
@@ -45,22 +43,16 @@ rule import_dataset:
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "{FEDICRA} data import --out {params.root} {params.args} > {log} 2>&1"
-
-
-def _dataset_input(wildcards):
-    """A generated dataset's manifest; nothing for an existing folder (checked at parse time)."""
-    if DATASETS[wildcards.dataset]["source"] == "folder":
-        return []
-    return f"{RESULTS}/data/{wildcards.dataset}/dataset.json"
+        "{params.fedicra} data import --out {params.root} --name {wildcards.dataset} --force {params.args} > {log} 2>&1"
 
 
 rule check_dataset:
     input:
-        _dataset_input,
+        dataset_input,
     output:
         f"{RESULTS}/checks/{{dataset}}.txt",
     params:
+        fedicra=FEDICRA,
         root=lambda wc: dataset_root(wc.dataset),
         # a folder without dataset.json (upstream layout) needs its task to infer the manifest
         task=lambda wc: f"--task {DATASETS[wc.dataset]['task']}" if DATASETS[wc.dataset]["source"] == "folder" else "",
@@ -69,4 +61,4 @@ rule check_dataset:
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "{FEDICRA} data check '{params.root}' {params.task} > {output}.tmp 2> {log} && mv {output}.tmp {output}"
+        "{params.fedicra} data check '{params.root}' {params.task} > {output}.tmp 2> {log} && mv {output}.tmp {output}"

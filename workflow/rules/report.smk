@@ -1,29 +1,26 @@
 # Figures (PNG for the HTML report, PDF for papers) and the Markdown report.
 
 
-def _figure(path, caption, category, **labels):
-    return report(path, caption=f"../report/{caption}.rst", category=category, labels=labels)
-
-
 rule figures_dataset:
     input:
         rules.collect.output,
     output:
-        per_site=_figure(f"{REPORT}/figures/{{dataset}}__{{assignment}}_per_site_dice.png", "per_site_dice",
+        per_site=report_figure(f"{REPORT}/figures/{{dataset}}__{{assignment}}_per_site_dice.png", "per_site_dice",
                          "Results", dataset="{dataset}", assignment="{assignment}", figure="per-site Dice"),
         per_site_pdf=f"{REPORT}/figures/{{dataset}}__{{assignment}}_per_site_dice.pdf",
-        curve=_figure(f"{REPORT}/figures/{{dataset}}__{{assignment}}_val_curve.png", "val_curve",
+        curve=report_figure(f"{REPORT}/figures/{{dataset}}__{{assignment}}_val_curve.png", "val_curve",
                       "Training", dataset="{dataset}", assignment="{assignment}", figure="validation Dice"),
         curve_pdf=f"{REPORT}/figures/{{dataset}}__{{assignment}}_val_curve.pdf",
     params:
-        results=REPORT,
+        report_cli=REPORT_CLI,
+        results=lambda wildcards, input: os.path.dirname(input[0]),
         opts=REPORT_OPTS,
     log:
         f"{REPORT}/logs/figures/{{dataset}}__{{assignment}}.log",
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "{FEDICRA} report figures --kind combo --dataset {wildcards.dataset} --assignment {wildcards.assignment} "
+        "{params.report_cli} figures --kind combo --dataset {wildcards.dataset} --assignment {wildcards.assignment} "
         "--results {params.results} --out {params.results}/figures {params.opts} > {log} 2>&1"
 
 
@@ -31,18 +28,19 @@ rule figures_qualitative:
     input:
         rules.collect.output,
     output:
-        png=_figure(f"{REPORT}/figures/{{dataset}}_qualitative.png", "qualitative", "Qualitative",
+        png=report_figure(f"{REPORT}/figures/{{dataset}}_qualitative.png", "qualitative", "Qualitative",
                     dataset="{dataset}"),
         pdf=f"{REPORT}/figures/{{dataset}}_qualitative.pdf",
     params:
-        results=REPORT,
+        report_cli=REPORT_CLI,
+        results=lambda wildcards, input: os.path.dirname(input[0]),
         opts=REPORT_OPTS,
     log:
         f"{REPORT}/logs/figures/{{dataset}}_qualitative.log",
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "{FEDICRA} report figures --kind qualitative --dataset {wildcards.dataset} "
+        "{params.report_cli} figures --kind qualitative --dataset {wildcards.dataset} "
         "--results {params.results} --out {params.results}/figures {params.opts} > {log} 2>&1"
 
 
@@ -50,20 +48,21 @@ rule figures_summary:
     input:
         rules.collect.output,
     output:
-        annotation=_figure(f"{REPORT}/figures/dice_by_annotation.png", "dice_by_annotation", "Annotation types",
+        annotation=report_figure(f"{REPORT}/figures/dice_by_annotation.png", "dice_by_annotation", "Annotation types",
                            figure="Dice by annotation type"),
         annotation_pdf=f"{REPORT}/figures/dice_by_annotation.pdf",
-        cd=_figure(f"{REPORT}/figures/cd_diagram.png", "cd_diagram", "Ranking", figure="critical difference"),
+        cd=report_figure(f"{REPORT}/figures/cd_diagram.png", "cd_diagram", "Ranking", figure="critical difference"),
         cd_pdf=f"{REPORT}/figures/cd_diagram.pdf",
     params:
-        results=REPORT,
+        report_cli=REPORT_CLI,
+        results=lambda wildcards, input: os.path.dirname(input[0]),
         opts=REPORT_OPTS,
     log:
         f"{REPORT}/logs/figures/summary.log",
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "{FEDICRA} report figures --kind summary "
+        "{params.report_cli} figures --kind summary "
         "--results {params.results} --out {params.results}/figures {params.opts} > {log} 2>&1"
 
 
@@ -77,7 +76,8 @@ rule report_markdown:
     output:
         report(f"{REPORT}/report.md", caption="../report/report_md.rst", category="Report"),
     params:
-        results=REPORT,
+        report_cli=REPORT_CLI,
+        results=lambda wildcards, input: os.path.dirname(input[0]),
         opts=REPORT_OPTS,
         title=config["report"]["title"],
     log:
@@ -85,5 +85,5 @@ rule report_markdown:
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "{FEDICRA} report render --results {params.results} --out {output} --title '{params.title}' "
+        "{params.report_cli} render --results {params.results} --out {output} --title '{params.title}' "
         "{params.opts} > {log} 2>&1"

@@ -25,6 +25,8 @@ rule train:
     params:
         run_dir=lambda wc: run_dir(wc.dataset, wc.assignment, wc.method, wc.seed),
         slots=SLOT_ARGS,
+        pyenv=PYENV,
+        python=PYTHON,
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{assignment}}/{{method}}/seed{{seed}}.log",
     benchmark:
@@ -38,5 +40,5 @@ rule train:
         "../envs/fedicra.yaml"
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
-        "{PYENV} {PYTHON} -m fedicra.gpu_slots {params.slots} -- "
-        "{PYTHON} -m fedicra run --config {input.config} --out {params.run_dir} > {log} 2>&1"
+        "{params.pyenv} {params.python} -m fedicra.gpu_slots {params.slots} -- "
+        "{params.python} -m fedicra run --config {input.config} --out {params.run_dir} > {log} 2>&1"

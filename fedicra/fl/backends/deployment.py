@@ -1,0 +1,260 @@
+"""Flower deployment backend: a real SuperLink and one SuperNode per site on 127.0.0.1.
+
+`run(config, run_dir)` does by itself what docs/deployment.md tells a user to do by hand on real
+hosts: start `flower-superlink`, one `flower-supernode --node-config site=<k>` per site, submit the
+fedicra Flower app with `flwr run`, wait for `summary.json` (or the ServerApp's error file), and
+stop every process it started, also on errors and Ctrl-C.
+
+The Flower app is a two-file project written to a temporary folder: its pyproject names the
+components in this package (`fedicra.fl.flower_app:server_app` / `client_app`) and carries the
+engine configuration and run directory as the run config (`config-json`, `run-dir`). It lists no
+dependencies and the SuperLink runs with runtime dependency installation disabled: every process
+uses the Python environment fedicra is installed in (Flower would otherwise `uv sync` torch).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fedicra.errors import UserError
+
+CONNECTION = "fedicra-local"   # name of the SuperLink connection in the private FLWR_HOME
+START_TIMEOUT_S = 60.0         # SuperLink start-up, and `flwr run` submission
+STATUS_EVERY_S = 10.0          # how often the run status is asked while waiting
+STOP_GRACE_S = 10.0            # SIGTERM, then SIGKILL after this many seconds
+
+
+class DeploymentError(RuntimeError):
+    """The Flower deployment failed (a process died, the run failed or could not be submitted)."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _executable(name: str) -> str:
+    # Prefer the scripts beside this interpreter (the environment fedicra runs in).
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.is_file() else shutil.which(name)
+    if not found:
+        raise UserError(f"backend deployment: {name} not found; install fedicra with flwr in this environment")
+    return found
+
+
+def app_pyproject(config: dict[str, Any], run_dir: Path) -> str:
+    """The pyproject.toml of the minimal Flower app that points at fedicra's apps."""
+    import tomli_w  # a dependency of flwr
+
+    return tomli_w.dumps({
+        "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
+        "project": {"name": "fedicra-flower", "version": "0.1.0", "dependencies": [],
+                    "description": "fedicra federated run (components live in the installed fedicra package)"},
+        "tool": {"flwr": {"app": {
+            "publisher": "fedicra",
+            "components": {"serverapp": "fedicra.fl.flower_app:server_app",
+                           "clientapp": "fedicra.fl.flower_app:client_app"},
+            "config": {"config-json": json.dumps(config, sort_keys=True), "run-dir": str(Path(run_dir).resolve())},
+        }}},
+    })
+
+
+def connection_toml(address: str) -> str:
+    import tomli_w
+
+    return tomli_w.dumps({"superlink": {"default": CONNECTION, CONNECTION: {"address": address, "insecure": True}}})
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "")[:limit]
+
+
+class LocalDeployment:
+    """Starts and stops the processes of a loopback deployment; use as a context manager."""
+
+    def __init__(self, config: dict[str, Any], run_dir: Path, keys: list[int], workdir: Path | None = None):
+        self.config, self.run_dir, self.keys = config, Path(run_dir), list(keys)
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="fedicra-flower-"))
+        self.processes: list[tuple[str, subprocess.Popen, Path]] = []   # (role, process, log)
+        self.env = dict(os.environ)
+        self.env.update({
+            "FLWR_HOME": str(self.workdir / "flwr-home"),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "PYTHONUNBUFFERED": "1",
+            # the SuperLink and SuperNodes spawn flower-superexec / flwr-serverapp / flwr-clientapp
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        })
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.run_id: str | None = None
+
+    # ------------------------------------------------------------------ processes
+    def _start(self, role: str, command: list[str]) -> subprocess.Popen:
+        log = self.workdir / f"{role}.log"
+        with open(log, "wb") as handle:
+            # Own session: the whole tree can be signalled at once and Ctrl-C reaches only us.
+            process = subprocess.Popen(command, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.workdir)
+        self.processes.append((role, process, log))
+        return process
+
+    def _check_alive(self) -> None:
+        for role, process, log in self.processes:
+            if process.poll() is not None:
+                raise DeploymentError(f"{role} exited with code {process.returncode} "
+                                      f"({_one_line(log.read_text(errors='replace'))}; log: {log})")
+
+    def start(self) -> None:
+        (self.workdir / "flwr-home").mkdir(parents=True, exist_ok=True)
+        (self.workdir / "flwr-home" / "config.toml").write_text(connection_toml(self.address))
+        self._start("superlink", [_executable("flower-superlink"), "--insecure",
+                                  "--disable-runtime-dependency-installation",
+                                  "--host", "127.0.0.1", "--port", str(self.port)])
+        self._wait_healthy()
+        for key in self.keys:
+            self._start(f"supernode-site{key}", [
+                _executable("flower-supernode"), "--insecure", "--superlink", self.address,
+                "--host", "127.0.0.1", "--port", str(free_port()), "--node-config", f"site={key}"])
+
+    def _wait_healthy(self) -> None:
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                with urllib.request.urlopen(f"http://{self.address}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        raise DeploymentError(f"the SuperLink did not answer on {self.address} within {START_TIMEOUT_S:g} s "
+                              f"(log: {self.workdir / 'superlink.log'})")
+
+    def stop(self) -> None:
+        """Stop every process this deployment started, with everything they spawned."""
+        import psutil
+
+        tree: list[psutil.Process] = []
+        for _, process, _ in self.processes:
+            try:
+                root = psutil.Process(process.pid)
+                tree += [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        for _, process, _ in self.processes:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for proc in tree:   # children that started their own session (flower-superexec does)
+            try:
+                proc.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(tree, timeout=STOP_GRACE_S)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=STOP_GRACE_S)
+        for _, process, _ in self.processes:
+            try:
+                process.wait(timeout=STOP_GRACE_S)   # reap our direct children
+            except subprocess.TimeoutExpired:
+                pass
+
+    def __enter__(self) -> "LocalDeployment":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        if exc[0] is None:
+            shutil.rmtree(self.workdir, ignore_errors=True)   # logs are kept when something failed
+
+    # ------------------------------------------------------------------ the run
+    def flwr(self, *args: str, timeout: float = START_TIMEOUT_S) -> subprocess.CompletedProcess:
+        return subprocess.run([_executable("flwr"), *args], env=self.env, cwd=self.workdir, timeout=timeout,
+                              capture_output=True, text=True)
+
+    def submit(self) -> str:
+        app = self.workdir / "app"
+        app.mkdir(exist_ok=True)
+        (app / "pyproject.toml").write_text(app_pyproject(self.config, self.run_dir))
+        done = self.flwr("run", str(app), CONNECTION, "--format", "json")
+        try:
+            self.run_id = str(json.loads(done.stdout[done.stdout.index("{"):])["run-id"])
+        except (ValueError, KeyError, TypeError):
+            raise DeploymentError(f"flwr run failed (exit {done.returncode}): "
+                                  f"{_one_line(done.stderr or done.stdout)}") from None
+        return self.run_id
+
+    def status(self) -> str:
+        done = self.flwr("ls", CONNECTION, "--run-id", str(self.run_id), "--format", "json")
+        try:
+            return json.loads(done.stdout[done.stdout.index("{"):])["runs"][0]["status"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return "unknown"
+
+    def wait(self, previous_summary_mtime: int | None) -> dict[str, Any]:
+        from fedicra.fl.flower_app import ERROR_FILE
+        from fedicra.fl.server import RunError
+
+        summary, error = self.run_dir / "summary.json", self.run_dir / ERROR_FILE
+        next_status = time.monotonic() + STATUS_EVERY_S
+        while True:
+            if summary.is_file() and summary.stat().st_mtime_ns != previous_summary_mtime:
+                return json.loads(summary.read_text())
+            if error.is_file():
+                raise RunError(error.read_text().strip())
+            self._check_alive()
+            if time.monotonic() > next_status:
+                status = self.status()
+                if status.startswith("finished"):
+                    time.sleep(1.0)   # the ServerApp's last file may land just before its status
+                    if summary.is_file() and summary.stat().st_mtime_ns != previous_summary_mtime:
+                        continue
+                    if error.is_file():
+                        continue
+                    raise DeploymentError(f"Flower run {self.run_id} ended as {status} without results "
+                                          f"(logs: {self.workdir}; `flwr log {self.run_id}` while it runs)")
+                next_status = time.monotonic() + STATUS_EVERY_S
+            time.sleep(0.5)
+
+
+def run(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    from fedicra.fl.flower_app import ERROR_FILE
+    from fedicra.fl.registry import build_method
+    from fedicra.fl.setup import client_keys, load_manifest
+
+    run_dir = Path(run_dir).resolve()
+    # The ServerApp and ClientApps run in other working directories.
+    config = {**config, "dataset": str(Path(config["dataset"]).resolve())}
+    keys = client_keys(config, load_manifest(config), build_method(config))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    summary = run_dir / "summary.json"
+    previous = summary.stat().st_mtime_ns if summary.is_file() else None
+    with LocalDeployment(config, run_dir, keys) as deployment:
+        deployment.submit()
+        return deployment.wait(previous)

@@ -1,0 +1,260 @@
+"""The Flower path: ClientApp/ServerApp over a loopback Grid (fast, no Ray), Flower's Ray
+simulation, and a real SuperLink + SuperNodes deployment on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.common.serde import context_from_proto, context_to_proto, message_from_proto, message_to_proto
+from flwr.serverapp import Grid
+
+from fedicra.errors import UserError
+from fedicra.fl import flower_app
+from fedicra.fl.registry import build_method
+from fedicra.fl.runner import run_experiment
+from fedicra.fl.server import RunError
+from helpers import tiny_config
+
+
+class LoopbackGrid(Grid):
+    """A Grid that hands every message to the ClientApp in this process, as the Flower runtimes do:
+    messages and node contexts go through Flower's protobuf encoding on the way."""
+
+    def __init__(self, app, node_configs: dict[int, dict], fail=None):
+        self.app, self.fail = app, fail or (lambda node, message: None)
+        self.contexts = {node: context_to_proto(Context(run_id=1, node_id=node, node_config=cfg,
+                                                        state=RecordDict(), run_config={}))
+                         for node, cfg in node_configs.items()}
+        self.log: list[tuple[int, Message, Message]] = []   # (node, request, reply)
+
+    def set_run(self, run):
+        self._run = run
+
+    @property
+    def run(self):
+        return self._run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
+        return Message(content=content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id)
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def push_messages(self, messages):
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):
+        raise NotImplementedError
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for message in messages:
+            node = message.metadata.dst_node_id
+            message = message_from_proto(message_to_proto(message))
+            context = context_from_proto(self.contexts[node])
+            outcome = self.fail(node, message)
+            if outcome == "silent":
+                continue
+            try:
+                reply = self.app(message, context)
+            except Exception as err:  # what a SuperNode sends back when the ClientApp raises
+                reply = Message(Error(code=1, reason=f"{type(err).__name__}: {err}"), reply_to=message)
+            self.contexts[node] = context_to_proto(context)
+            self.log.append((node, message, reply))
+            replies.append(message_from_proto(message_to_proto(reply)))
+        return replies
+
+
+@pytest.fixture
+def task_identity():
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_faz, tmp_path_factory):
+    """The in-process run every Flower backend must reproduce exactly."""
+    config = tiny_config(tiny_faz, method="fedbn", local_steps=2)
+    run_dir = tmp_path_factory.mktemp("inprocess")
+    run_experiment(config, run_dir)
+    return config, pd.read_csv(run_dir / "cases.csv")
+
+
+def flower_config(reference, **overrides):
+    return {**reference[0], **overrides}
+
+
+def assert_same_results(run_dir: Path, reference) -> None:
+    assert (run_dir / "summary.json").is_file()
+    cases = pd.read_csv(run_dir / "cases.csv")
+    assert len(cases) > 0 and set(cases["site"]) == {0, 1}
+    pd.testing.assert_frame_equal(cases, reference[1])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds"] == 2 and summary["bytes_up"] > 0
+
+
+def test_loopback_flower_path_matches_inprocess_and_keeps_fedbn_personal(reference, task_identity, tmp_path):
+    config = flower_config(reference, backend="deployment")
+    # Node ids deliberately unrelated to site order: the query message must map them.
+    grid = LoopbackGrid(flower_app.client_app, {71: {"site": "1"}, 13: {"site": "0"}})
+    flower_app.serve(grid, config, tmp_path)
+    assert_same_results(tmp_path, reference)
+
+    method = build_method(config)
+    from fedicra.fl.setup import load_manifest, make_client
+
+    model = make_client(config, method, 0, load_manifest(config)).model
+    personal = [k for k in model.state_dict() if method.is_personal(k)]
+    assert any(k.endswith("running_mean") for k in personal)   # the check below is not vacuous
+    trains = [(node, req, rep) for node, req, rep in grid.log if req.metadata.message_type == "train"]
+    assert len(trains) == 2 * 3   # 2 rounds + final, 2 sites
+    for node, request, reply in trains:
+        sent = dict(request.content["config"])
+        assert sent["site"] == {71: 1, 13: 0}[node]
+        assert not reply.has_error()
+        for name in ("arrays", "extras", "samples"):
+            if name in reply.content:
+                leaked = [k for k in reply.content[name] if method.is_personal(k)]
+                assert not leaked, f"{name} of site {sent['site']} leaks {leaked[:3]}"
+        if not sent["final"]:
+            uploaded = set(reply.content["arrays"])
+            assert uploaded and uploaded == {k for k in model.state_dict() if not method.is_personal(k)}
+        assert set(reply.content) <= {"arrays", "extras", "metrics", "report", "samples"}
+    # The personal state stayed on the node, in its context.
+    state = context_from_proto(grid.contexts[13]).state
+    assert "fedicra" in state and len(state["fedicra"]["snapshot"]) > 0
+
+
+def test_failing_site_stops_the_run_with_one_line_error(reference, task_identity, tmp_path):
+    grid = LoopbackGrid(flower_app.client_app, {1: {"site": "0"}, 2: {"site": "1"}})
+    original = grid.app
+
+    def broken(message, context):
+        if message.metadata.message_type == "train" and message.content["config"]["round"] == 2 \
+                and context.node_id == 2:
+            raise OSError("disk full\nsecond line")
+        return original(message, context)
+
+    grid.app = broken
+    with pytest.raises(RunError) as err:
+        flower_app.serve(grid, flower_config(reference, backend="deployment"), tmp_path)
+    assert "site 1 failed in round 2" in str(err.value) and "disk full" in str(err.value)
+    error_line = (tmp_path / flower_app.ERROR_FILE).read_text()
+    assert error_line.count("\n") == 1 and "site 1 failed in round 2" in error_line
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_allow_failures_drops_a_silent_site_for_the_round(reference, task_identity, tmp_path, capsys):
+    def silent(node, message):
+        is_round2 = message.metadata.message_type == "train" and message.content["config"]["round"] == 2
+        return "silent" if node == 2 and is_round2 else None
+
+    grid = LoopbackGrid(flower_app.client_app, {1: {"site": "0"}, 2: {"site": "1"}}, fail=silent)
+    config = flower_config(reference, backend="deployment", allow_failures=True, client_timeout=5)
+    flower_app.serve(grid, config, tmp_path)
+    assert "site 1 failed in round 2: TimeoutError: no reply within 5 s" in capsys.readouterr().out
+    cases = pd.read_csv(tmp_path / "cases.csv")
+    assert set(cases["site"]) == {0, 1}
+
+
+def test_node_for_a_site_outside_the_run_is_rejected(reference, task_identity, tmp_path):
+    grid = LoopbackGrid(flower_app.client_app, {1: {"site": "0"}, 2: {"site": "4"}})
+    with pytest.raises(UserError, match=r"node 2 serves site 4, which is not in this run"):
+        flower_app.serve(grid, flower_config(reference, backend="deployment"), tmp_path)
+    grid = LoopbackGrid(flower_app.client_app, {1: {"site": "0"}, 2: {"site": "0"}})
+    with pytest.raises(UserError, match=r"two nodes \(1 and 2\) serve site 0"):
+        flower_app.serve(grid, flower_config(reference, backend="deployment"), tmp_path)
+
+
+def test_simulation_partition_ids_map_to_the_selected_sites(reference, task_identity, tmp_path):
+    transport = flower_app.GridTransport(
+        LoopbackGrid(flower_app.client_app, {5: {"partition-id": 1}, 6: {"partition-id": 0}}), reference[0], [2, 4])
+    assert transport.connect() == {2: 6, 4: 5}
+
+
+def test_app_pyproject_names_the_components_and_carries_the_config(reference, tmp_path):
+    import tomllib
+
+    from fedicra.fl.backends import deployment
+
+    parsed = tomllib.loads(deployment.app_pyproject(reference[0], tmp_path))
+    app = parsed["tool"]["flwr"]["app"]
+    assert app["components"] == {"serverapp": "fedicra.fl.flower_app:server_app",
+                                 "clientapp": "fedicra.fl.flower_app:client_app"}
+    assert json.loads(app["config"]["config-json"]) == reference[0]
+    assert app["config"]["run-dir"] == str(tmp_path.resolve())
+    assert parsed["project"]["dependencies"] == []
+
+
+@pytest.mark.slow
+def test_simulation_backend_end_to_end(reference, tmp_path):
+    started = time.perf_counter()
+    summary = run_experiment(flower_config(reference, backend="simulation"), tmp_path)
+    print(f"simulation backend: {time.perf_counter() - started:.1f} s")
+    assert_same_results(tmp_path, reference)
+    assert summary["protocol"]["backend"] == "simulation"
+    assert json.loads((tmp_path / "config.json").read_text())["backend"] == "simulation"
+
+
+def _flower_processes(markers: list[str]) -> list[str]:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and any(m in cmdline for m in markers):
+            found.append(f"{proc.info['pid']}: {cmdline[:120]}")
+    return found
+
+
+@pytest.fixture
+def recorded_deployments(monkeypatch):
+    """Every process command a LocalDeployment starts, to look for leftovers afterwards."""
+    from fedicra.fl.backends import deployment
+
+    commands: list[list[str]] = []
+    original = deployment.LocalDeployment._start
+
+    def start(self, role, command):
+        commands.append(command)
+        return original(self, role, command)
+
+    monkeypatch.setattr(deployment.LocalDeployment, "_start", start)
+    return commands
+
+
+def _markers(commands: list[list[str]]) -> list[str]:
+    # Every process of a deployment (and what it spawns) names one of its ports on its command line.
+    ports = {c[c.index("--port") + 1] for c in commands}
+    return [f"127.0.0.1:{p}" for p in ports] + [f"--port {p}" for p in ports]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_deployment_backend_end_to_end_and_cleans_up(reference, tmp_path, recorded_deployments):
+    started = time.perf_counter()
+    summary = run_experiment(flower_config(reference, backend="deployment"), tmp_path)
+    elapsed = time.perf_counter() - started
+    print(f"deployment backend: {elapsed:.1f} s, rounds: {summary['wall_clock_s']:.1f} s")
+    assert_same_results(tmp_path, reference)
+    assert len(recorded_deployments) == 3   # SuperLink + one SuperNode per site
+    assert not _flower_processes(_markers(recorded_deployments))
+    assert not list(tmp_path.glob(flower_app.ERROR_FILE))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_deployment_failure_reports_the_site_and_cleans_up(reference, tmp_path, recorded_deployments):
+    config = flower_config(reference, backend="deployment", client_timeout=0.01)
+    with pytest.raises(RunError, match=r"site \d failed in round 1: TimeoutError"):
+        run_experiment(config, tmp_path)
+    assert not _flower_processes(_markers(recorded_deployments))
+    assert not (tmp_path / "summary.json").exists()

@@ -1,0 +1,80 @@
+"""Figures, report.md and the `report` CLI on fake run directories."""
+import numpy as np
+import pytest
+
+from fedicra.report import build, collect
+from fedicra.report.__main__ import main as report_main
+from fedicra.report.fake_runs import write_fake_benchmark
+from fedicra.report.io import atomic_write_npz
+from fedicra.report.predictions import read_predictions
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("figs")
+    plan = {}
+    for ds, a in (("synth-faz", "upstream"), ("synth-faz", "scribble"), ("synth-odoc", "upstream")):
+        for m, q in (("fedavg", 0.6), ("local", 0.5), ("fedicra", 0.8)):
+            plan[(ds, a, m)] = q
+    write_fake_benchmark(root, plan, seeds=(0, 1), num_sites=2, cases_per_site=4, img_size=12)
+    return root / "runs"
+
+
+def test_cli_all_writes_tables_figures_and_report(runs_root, tmp_path):
+    out = tmp_path / "rep"
+    assert report_main(["all", str(runs_root), "--out", str(out), "--name", "unit",
+                        "--methods", "local,fedavg,fedicra"]) == 0
+    expected = build.expected_outputs(["synth-faz"], ["upstream", "scribble"])
+    odoc = build.expected_outputs(["synth-odoc"], ["upstream"])
+    expected = {k: expected[k] + odoc[k] for k in expected}
+    for rel in expected["tables"] + expected["figures"]:
+        path = out / rel
+        assert path.is_file() and path.stat().st_size > 0, rel
+    assert (out / "figures" / "cd_diagram.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "figures" / "cd_diagram.pdf").read_bytes()[:4] == b"%PDF"
+    report = (out / "report.md").read_text()
+    assert "## Evaluation protocol" in report
+    assert "**personalized** model" in report and "`best_val`" in report and "**intended** mode" in report
+    assert "![per-site Dice, synth-faz](figures/synth-faz__upstream_per_site_dice.png)" in report
+    assert "| synth-faz | scribble | Domain1 (scribble), Domain2 (scribble) | 4, 4 |" in report
+    assert "`torch`: 2.13.0" in report
+    # the method order given on the command line is the table row order
+    table = (out / "tables" / "synth-faz__upstream.md").read_text()
+    assert table.index("| local |") < table.index("| fedavg |") < table.index("| fedicra |")
+
+
+def test_cli_steps_and_protocol_flags(runs_root, tmp_path, capsys):
+    assert report_main(["collect", str(runs_root), "--out", str(tmp_path)]) == 0
+    assert report_main(["tables", "--results", str(tmp_path), "--out", str(tmp_path / "t"),
+                        "--model", "global", "--selection", "last"]) == 0
+    assert report_main(["figures", "--kind", "qualitative", "--dataset", "synth-odoc",
+                        "--results", str(tmp_path), "--out", str(tmp_path / "f")]) == 0
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["synth-odoc_qualitative.pdf",
+                                                                  "synth-odoc_qualitative.png"]
+    col = collect.load(tmp_path)
+    (tmp_path / "f2").mkdir()
+    build.combo_figures(col, build.ReportOptions(model="global", selection="last"), "synth-faz", "scribble",
+                        tmp_path / "f2")
+    assert len(list((tmp_path / "f2").glob("*.pdf"))) == 2
+    assert report_main(["render", "--results", str(tmp_path), "--out", str(tmp_path / "r.md"),
+                        "--tables", str(tmp_path / "t"), "--figures", str(tmp_path / "f"),
+                        "--model", "global", "--selection", "last"]) == 0
+    text = (tmp_path / "r.md").read_text()
+    assert "**global** (server-aggregated) model" in text and "**last** round" in text
+    capsys.readouterr()
+    assert report_main(["figures", "--kind", "combo", "--results", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "needs --dataset" in capsys.readouterr().err
+    assert report_main(["tables", "--results", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+
+
+def test_predictions_per_site_layout(tmp_path):
+    mask = np.zeros((8, 8), np.uint8)
+    arrays = {}
+    for site in ("site10", "site2"):  # the engine's layout: <site>/<kind>, plus the training image
+        arrays.update({f"{site}/image": np.ones((8, 8), np.float32), f"{site}/mask": mask,
+                       f"{site}/train_image": np.ones((8, 8), np.float32), f"{site}/train_label": mask + 2,
+                       f"{site}/prediction": mask})
+    atomic_write_npz(tmp_path / "p.npz", **arrays)
+    entries = read_predictions(tmp_path / "p.npz")
+    assert [e["site"] for e in entries] == ["site2", "site10"]
+    assert entries[0]["prediction"].shape == (8, 8) and (entries[0]["label"] == 2).all()

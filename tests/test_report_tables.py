@@ -1,0 +1,131 @@
+"""Aggregation, statistics and tables on contract-conforming fake run directories."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedicra.errors import UserError
+from fedicra.report import build, collect, stats, tables
+from fedicra.report.fake_runs import write_fake_benchmark, write_fake_run
+
+METHODS = ["fedavg", "fedbn", "fedavg_copy", "fedicra"]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    plan = {}
+    for ds in ("synth-faz", "synth-odoc"):
+        for m, q in (("fedavg", 0.6), ("fedbn", 0.7), ("fedavg_copy", 0.6), ("fedicra", 0.85)):
+            plan[(ds, "upstream", m)] = q
+    write_fake_benchmark(root, plan, seeds=(0, 1, 2), num_sites=3, cases_per_site=8)
+    return root, collect.collect(collect.find_runs(root / "runs"))
+
+
+def test_tidy_tables_have_one_row_per_case_and_run(bench):
+    _, col = bench
+    assert len(col.runs) == 2 * 4 * 3
+    # 3 sites x 8 cases x 2 models x 3 selections per run
+    assert len(col.cases) == 24 * 3 * 8 * 2 * 3
+    assert list(col.cases.columns[:4]) == collect.KEYS
+    run = col.runs[(col.runs["method"] == "fedicra") & (col.runs["dataset"] == "synth-faz")].iloc[0]
+    # fake runs send 3 sites x (1000..3000 up) ... bytes_up + bytes_down over rounds
+    assert run["mb_per_round"] == pytest.approx((4 * 1000 * 3 + 4 * 2000 * 3) / 4 / 1e6)
+    assert set(col.rounds["method"]) == set(METHODS)
+
+
+def test_save_and_load_round_trip_keeps_case_ids_as_text(bench, tmp_path):
+    _, col = bench
+    collect.save(col, tmp_path)
+    back = collect.load(tmp_path)
+    assert back.cases["case"].iloc[0] == "case000"
+    pd.testing.assert_frame_equal(back.runs[collect.KEYS], col.runs[collect.KEYS])
+
+
+def test_mean_std_and_bold_best(bench):
+    _, col = bench
+    cases = stats.select_protocol(col.cases, "personalized", "best_val")
+    faz = cases[cases["dataset"] == "synth-faz"]
+    dice, hd95 = tables.results_tables(faz, "synth-faz", "upstream", METHODS)
+    assert dice.header == ["Method", "Domain1", "Domain2", "Domain3", "Average"]
+    row = dice.rows[[r[0] for r in dice.rows].index("fedicra")]
+    # recompute Domain1 by hand: per-seed mean over cases, then mean +- std over seeds
+    d1 = faz[(faz["method"] == "fedicra") & (faz["site_name"] == "Domain1")].groupby("seed")["dice_faz"].mean()
+    assert row[1] == f"{d1.mean() * 100:.2f} ± {d1.std() * 100:.2f}"
+    best = [r[0] for r, b in zip(dice.rows, dice.bold) if all(b[1:])]
+    assert best == ["fedicra"]
+    # HD95: lower is better, the best is fedicra too
+    assert [r[0] for r, b in zip(hd95.rows, hd95.bold) if all(b[1:])] == ["fedicra"]
+    md = tables.to_markdown(dice)
+    assert "**" + row[1] + "**" in md
+
+
+def test_significance_marks_clear_winner_but_not_identical_methods(bench):
+    _, col = bench
+    cases = stats.select_protocol(col.cases, "personalized", "best_val")
+    cmp_ = stats.compare_methods(cases[cases["dataset"] == "synth-faz"])
+    dice = cmp_[cmp_["metric"] == "dice"]
+    worse = dice[dice["method"].isin(["fedavg", "fedbn"])]
+    assert worse["significant"].all() and (worse["p_vs_best"] < 0.01).all()
+    assert not dice[dice["method"] == "fedicra"]["significant"].any()
+    # identical quality and noise: fedavg vs fedavg_copy gives zero differences -> p = 1
+    assert stats.wilcoxon_p(np.ones(5), np.ones(5)) == 1.0
+
+
+def test_no_marks_when_methods_are_identical(tmp_path):
+    plan = {("synth-faz", "upstream", m): 0.7 for m in ("a", "b", "c")}
+    write_fake_benchmark(tmp_path, plan, seeds=(0, 1))
+    col = collect.collect(collect.find_runs(tmp_path / "runs"))
+    cases = stats.select_protocol(col.cases, "personalized", "last")
+    cmp_ = stats.compare_methods(cases)
+    assert not cmp_["significant"].any()
+    assert cmp_["is_best"].all()  # ties are all bold
+
+
+def test_friedman_nemenyi_ranks_best_method_first(bench):
+    _, col = bench
+    cases = stats.select_protocol(col.cases, "personalized", "best_val")
+    result = stats.friedman_nemenyi(cases)
+    assert result.matrix.shape == (6, 4)  # 2 datasets x 3 sites, 4 methods
+    assert result.ranks.index[0] == "fedicra" and result.ranks.iloc[0] == 1.0
+    assert result.pvalue < 0.05
+    assert result.nemenyi.shape == (4, 4)
+    # Demsar's CD: q_0.05(k=4) = 2.569
+    assert result.critical_difference == pytest.approx(2.569 * np.sqrt(4 * 5 / (6 * 6)), rel=1e-3)
+    assert stats.friedman_nemenyi(cases[cases["method"].isin(["fedavg", "fedbn"])]) is None
+
+
+def test_write_tables_md_and_tex(bench, tmp_path):
+    _, col = bench
+    opts = build.ReportOptions(methods=METHODS)
+    written = build.write_tables(col, opts, tmp_path)
+    assert sorted(p.name for p in written) == sorted(
+        ["synth-faz__upstream.md", "synth-faz__upstream.tex", "synth-odoc__upstream.md",
+         "synth-odoc__upstream.tex", "ranking.md", "ranking.tex"])
+    tex = (tmp_path / "synth-odoc__upstream.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{" in tex and r"$^{\dagger}$" in tex
+    assert "Domain1 cup" in tex and "Average disc" in tex and "MB per round" in tex
+    md = (tmp_path / "ranking.md").read_text()
+    assert "Friedman" in md and "| fedicra | **1.00** |" in md
+    rel = [e for e in written if e.name == "synth-faz__upstream.md"][0].read_text()
+    assert "†" in rel and "HD95 (px)" in rel
+
+
+def test_protocol_selection_and_bad_input(bench, tmp_path):
+    _, col = bench
+    with pytest.raises(UserError, match="selection"):
+        build.ReportOptions(selection="best")
+    with pytest.raises(UserError, match="no results for model=global selection=bogus"):
+        stats.select_protocol(col.cases, "global", "bogus")
+    bad = write_fake_run(tmp_path / "runs" / "d" / "upstream" / "m" / "seed0")
+    (bad / "summary.json").write_text("{not json")
+    with pytest.raises(UserError, match="summary.json: invalid JSON"):
+        collect.collect([bad])
+    with pytest.raises(UserError, match="not a run directory"):
+        collect.run_keys(tmp_path / "nothing")
+    good = write_fake_run(tmp_path / "runs" / "d" / "upstream" / "m" / "seed1")
+    pd.read_csv(good / "cases.csv").drop(columns=["model"]).to_csv(good / "cases.csv", index=False)
+    with pytest.raises(UserError, match="cases.csv: missing columns model"):
+        collect.load_run(good)
+    assert json.loads((good / "summary.json").read_text())["rounds"] == 4

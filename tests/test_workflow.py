@@ -1,0 +1,139 @@
+"""The Snakemake workflow: lint, dry runs of every config and profile, and the aggregation part run for real.
+
+Snakemake runs as a subprocess with `--directory` in a temporary folder and a private cache, so
+nothing is written into the repository.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fedicra.report.fake_runs import write_fake_benchmark
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+FAZ_MINI = REPO.parent / "shared" / "data" / "faz-octa-mini"
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, XDG_CACHE_HOME=str(workdir / ".cache"), MPLBACKEND="Agg",
+               MPLCONFIGDIR=str(workdir / ".mpl"), PYTHONPATH=str(REPO))
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    table = output[output.index("Job stats:"):]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def upstream_folders(workdir: Path) -> None:
+    for name in ("FAZ_h5", "ODOC_h5"):
+        (workdir / "data" / name / "Domain1" / "train").mkdir(parents=True)
+
+
+def test_lint_is_clean(tmp_path):
+    result = snakemake(tmp_path, "--lint", "--configfile", str(REPO / "config/smoke.yaml"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Lints for" not in result.stdout + result.stderr, (result.stdout + result.stderr)[-3000:]
+
+
+def test_smoke_dry_run(tmp_path):
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/smoke.yaml"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = job_counts(result.stdout)
+    # 1 dataset x 2 assignments x 4 methods x 1 seed
+    assert counts["train"] == 8 and counts["synth_dataset"] == 1 and counts["figures_dataset"] == 2
+    assert counts["report_markdown"] == 1 and "import_dataset" not in counts
+
+
+def test_paper_dry_run_with_slurm_profile(tmp_path):
+    upstream_folders(tmp_path)
+    start = time.monotonic()
+    result = snakemake(tmp_path, "-n", "-p", "--configfile", str(REPO / "config/paper.yaml"))
+    seconds = time.monotonic() - start
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = job_counts(result.stdout)
+    # 2 datasets x 1 assignment x (14 methods + 5 FedICRA ablations) x 5 seeds
+    assert counts["train"] == 190 and counts["check_dataset"] == 2 and "synth_dataset" not in counts
+    assert "--gpus auto --runs-per-gpu 2" in result.stdout
+    assert "fedicra-no_contrastive/seed4" in result.stdout
+    print(f"paper dry run: {seconds:.1f} s, {counts['total']} jobs")
+    slurm = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/paper.yaml"),
+                      "--profile", str(REPO / "workflow/profiles/slurm"))
+    assert slurm.returncode == 0, slurm.stderr[-2000:]
+    assert "slurm_partition=gpu" in slurm.stdout and "gpu=1" in slurm.stdout
+
+
+def test_paper_without_data_fails_with_one_line(tmp_path):
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/paper.yaml"))
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "config datasets.faz: folder" in out and "does not exist" in out
+
+
+def test_default_config_includes_faz_mini_when_present_and_skips_it_otherwise(tmp_path):
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/default.yaml"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = job_counts(result.stdout)
+    if FAZ_MINI.is_dir():
+        assert counts["import_dataset"] == 1 and counts["train"] == 3 * 14
+    missing = tmp_path / "other.yaml"
+    missing.write_text("datasets:\n  faz-mini:\n    source: import\n    task: faz\n    images: /nonexistent/images\n"
+                       "    masks: /nonexistent/masks\n    site_patterns: ['deep_*=deep']\n    size: 64\n"
+                       "    optional: true\n")
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/default.yaml"), str(missing))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "skipping optional dataset faz-mini" in result.stdout + result.stderr
+    assert job_counts(result.stdout)["train"] == 2 * 14
+
+
+def test_config_schema_fills_defaults_and_rejects_bad_values():
+    import yaml
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    schema = str(REPO / "workflow/schemas/config.schema.yaml")
+    config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    validate(config, schema)
+    assert config["reports_dir"] == "reports" and config["report"]["selection"] == "best_val"
+    assert config["gpus"]["runs_per_gpu"] == 1 and config["variants"] == {}
+    for key, value in (("assignments", ["sideways"]), ("seeds", [-1]), ("methods", [])):
+        bad = {**yaml.safe_load((REPO / "config/smoke.yaml").read_text()), key: value}
+        with pytest.raises(WorkflowError):
+            validate(bad, schema)
+
+
+@pytest.mark.slow
+def test_aggregation_and_html_report_run_for_real(tmp_path):
+    """Training outputs are faked (contract-conforming run directories); everything after them runs."""
+    results = tmp_path / "results" / "smoke"
+    (results / "data" / "smoke-faz").mkdir(parents=True)
+    (results / "data" / "smoke-faz" / "dataset.json").write_text("{}")
+    (results / "checks").mkdir()
+    (results / "checks" / "smoke-faz.txt").write_text("ok\n")
+    plan = {("smoke-faz", a, m): q for a in ("upstream", "scribble")
+            for m, q in (("fedavg", 0.6), ("fedbn", 0.65), ("local", 0.5), ("fedicra", 0.8))}
+    for (dataset, assignment, method) in plan:
+        cfg = results / "configs" / dataset / assignment / method / "seed0.yaml"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text("fake: true\n")
+    time.sleep(0.05)
+    write_fake_benchmark(results, plan, seeds=(0,), num_sites=3, cases_per_site=4, img_size=12)
+    config = str(REPO / "config/smoke.yaml")
+    result = snakemake(tmp_path, "--cores", "2", "--configfile", config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rule train:" not in result.stderr and "rule synth_dataset:" not in result.stderr
+    report = (tmp_path / "reports" / "smoke" / "report.md").read_text()
+    assert "## Evaluation protocol" in report and "smoke-faz" in report
+    assert (tmp_path / "reports" / "smoke" / "figures" / "smoke-faz_qualitative.pdf").is_file()
+    html = tmp_path / "report.html"
+    result = snakemake(tmp_path, "--report", str(html), "--configfile", config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = html.read_text(errors="replace")
+    assert "smoke-faz" in text and "best_val" in text
