@@ -70,9 +70,9 @@ def _federation(config, tmp_path, fault):
 
         def train_round(self, client, cfg):
             if client.key == 1 and cfg["round"] == 2:
-                if fault == "raise":
-                    raise Boom("deliberate failure")
-                time.sleep(5)
+                if fault == "hang":
+                    time.sleep(3)   # past the 1 s timeout; then end without touching shared state
+                raise Boom("deliberate failure")
             return super().train_round(client, cfg)
 
     method = Faulty({}, faithful=False)

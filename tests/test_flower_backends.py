@@ -132,6 +132,11 @@ def test_loopback_flower_path_matches_inprocess_and_keeps_fedbn_personal(referen
     state = context_from_proto(grid.contexts[13]).state
     assert "fedicra" in state and len(state["fedicra"]["snapshot"]) > 0
 
+    # Personal state is on the nodes, so the server checkpoint cannot resume the run.
+    again = LoopbackGrid(flower_app.client_app, {1: {"site": "0"}, 2: {"site": "1"}})
+    with pytest.raises(UserError, match="cannot resume from the server checkpoint"):
+        flower_app.serve(again, config, tmp_path)
+
 
 def test_failing_site_stops_the_run_with_one_line_error(reference, task_identity, tmp_path):
     grid = LoopbackGrid(flower_app.client_app, {1: {"site": "0"}, 2: {"site": "1"}})
@@ -181,7 +186,10 @@ def test_simulation_partition_ids_map_to_the_selected_sites(reference, task_iden
 
 
 def test_app_pyproject_names_the_components_and_carries_the_config(reference, tmp_path):
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
 
     from fedicra.fl.backends import deployment
 
@@ -192,6 +200,14 @@ def test_app_pyproject_names_the_components_and_carries_the_config(reference, tm
     assert json.loads(app["config"]["config-json"]) == reference[0]
     assert app["config"]["run-dir"] == str(tmp_path.resolve())
     assert parsed["project"]["dependencies"] == []
+
+    # The helper for hand-made deployments writes the same file; bad input is one line, exit 2.
+    assert deployment.main(["--out", str(tmp_path / "run"), "--app", str(tmp_path / "app"),
+                            "--set", f"dataset={reference[0]['dataset']}", "--set", "method=fedbn"]) == 0
+    written = tomllib.loads((tmp_path / "app" / "pyproject.toml").read_text())
+    assert json.loads(written["tool"]["flwr"]["app"]["config"]["config-json"])["backend"] == "deployment"
+    assert deployment.main(["--out", "x", "--app", str(tmp_path / "bad"), "--set", "method=fedbn"]) == 2
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow
@@ -258,3 +274,30 @@ def test_deployment_failure_reports_the_site_and_cleans_up(reference, tmp_path, 
         run_experiment(config, tmp_path)
     assert not _flower_processes(_markers(recorded_deployments))
     assert not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_deployment_processes_stop_when_the_launcher_gets_sigterm(reference, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys, time\n"
+        "from fedicra.fl.backends.deployment import LocalDeployment\n"
+        f"config = json.loads({json.dumps(json.dumps(reference[0]))})\n"
+        f"with LocalDeployment(config, {str(tmp_path)!r}, [0, 1]) as deployment:\n"
+        "    commands = [p.args for _, p, _ in deployment.processes]\n"
+        "    print(json.dumps(commands), flush=True)\n"
+        "    time.sleep(300)\n")
+    launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        commands = json.loads(launcher.stdout.readline())
+        markers = _markers(commands)
+        assert len(_flower_processes(markers)) >= 3   # SuperLink, 2 SuperNodes (and their SuperExecs)
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        launcher.kill()
+    assert not _flower_processes(markers)

@@ -64,6 +64,14 @@ def node_key(config: dict[str, Any], node_config: dict[str, Any]) -> int:
     raise UserError("node config: set site=<k> (e.g. flower-supernode --node-config 'site=0')")
 
 
+def apply_threads(config: dict[str, Any]) -> None:
+    """Honour `threads` in processes the runner does not control (ClientApps, a deployed ServerApp)."""
+    if config.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(config["threads"]))
+
+
 def _snapshot_bytes(client) -> bytes:
     import torch
 
@@ -86,6 +94,7 @@ def handle_train(content: RecordDict, context: Context) -> RecordDict:
 
     settings = dict(content["config"])
     config = node_config_for(json.loads(settings.pop(RUN_CONFIG)), dict(context.node_config))
+    apply_threads(config)
     key = node_key(config, dict(context.node_config))
     addressed = settings.pop(SITE, key)
     if int(addressed) != key:
@@ -233,6 +242,7 @@ def serve(grid: Grid, config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     error_file = run_dir / ERROR_FILE
     error_file.unlink(missing_ok=True)
     try:
+        apply_threads(config)
         seed_everything(config["seed"])
         method = build_method(config)
         manifest = load_manifest(config)

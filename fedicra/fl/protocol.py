@@ -58,7 +58,8 @@ def handle(client: Client, content: RecordDict) -> RecordDict:
     reply = RecordDict()
     report: dict[str, Any] = {}
     if config.get("evaluate"):
-        report["validation"] = client.validate(int(config["round"]))
+        # The model merged at the start of round r has been trained for r - 1 rounds.
+        report["validation"] = client.validate(int(config["round"]) - 1)
     if config.get("final"):
         global_model = None
         if method.global_model_available() and received:

@@ -69,16 +69,17 @@ class Federation:
         self.transport, self.run_dir = transport, Path(run_dir)
         self.server = ServerState(config=config, sites=keys, global_state=initial_state(config, method, manifest))
         method.init_server(self.server)
-        self.round_rows: list[dict[str, Any]] = []
+        self.rows: dict[tuple[int, int], dict[str, Any]] = {}   # (round, site) -> rounds.csv row; site -1 = server
         self.traffic: dict[int, dict[str, int]] = {}
-        self.elapsed = 0.0
+        self.elapsed = 0.0       # compute + communication time of all exchanges
+        self.rounds_wall = 0.0   # wall time of the round loop in this process, checkpoints included
         self.checkpoint_path = self.run_dir / "checkpoints" / "federation.pt"
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> None:
         outputs.atomic_torch_save({
             "round": self.server.round, "global_state": self.server.global_state, "state": self.server.state,
-            "round_rows": self.round_rows, "elapsed": self.elapsed, "clients": self.transport.snapshot(),
+            "rows": self.rows, "elapsed": self.elapsed, "clients": self.transport.snapshot(),
             "config": self.config}, self.checkpoint_path)
 
     def try_resume(self) -> bool:
@@ -90,7 +91,7 @@ class Federation:
             raise UserError(f"{self.checkpoint_path}: checkpoint belongs to a different configuration; "
                             "use another --out or delete the folder")
         self.server.round, self.server.global_state = snap["round"], snap["global_state"]
-        self.server.state, self.round_rows, self.elapsed = snap["state"], snap["round_rows"], snap["elapsed"]
+        self.server.state, self.rows, self.elapsed = snap["state"], snap["rows"], snap["elapsed"]
         self.transport.restore(snap["clients"])
         return True
 
@@ -122,13 +123,21 @@ class Federation:
             raise RunError(f"every site failed in round {round_}")
         return ok
 
-    def record_validation(self, replies: dict[int, RecordDict], round_: int) -> None:
+    def row(self, round_: int, site: int) -> dict[str, Any]:
+        return self.rows.setdefault((round_, site), {"round": round_, "site": site})
+
+    def record(self, replies: dict[int, RecordDict], round_: int, final: bool) -> None:
+        """Training loss, traffic and time of this exchange, and the validation scores it carried."""
         for site, reply in replies.items():
-            report = json.loads(reply["report"]["json"])
-            metrics = dict(reply["metrics"])
-            for row in report.get("validation", []):
-                self.round_rows.append({**row, "train_round": round_, **self.traffic.get(site, {}),
-                                        "seconds": metrics.get("seconds")})
+            for row in json.loads(reply["report"]["json"]).get("validation", []):
+                self.row(row["round"], row["site"]).update(row)
+            if not final:
+                metrics = dict(reply["metrics"])
+                self.row(round_, site).update(train_loss=metrics.get("loss"), seconds=metrics.get("seconds"),
+                                              **self.traffic.get(site, {}))
+
+    def write_rounds(self) -> None:
+        outputs.write_csv(self.run_dir / "rounds.csv", [self.rows[k] for k in sorted(self.rows)])
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
@@ -142,30 +151,29 @@ class Federation:
                    disable=not self.config["progress"], dynamic_ncols=True, leave=True)
         if resumed:
             bar.write(f"resuming {self.run_dir} after round {start - 1}")
-        losses: list[float] = []
-        bytes_per_round: list[int] = []
         for round_ in range(start, total + 1):
             began = time.perf_counter()
             replies = self.exchange(round_, final=False)
-            self.record_validation(replies, round_ - 1)
+            self.record(replies, round_, final=False)
             parsed = [Reply(site=s, arrays=protocol.from_record(r.get("arrays")),
                             extras=protocol.from_record(r.get("extras")), metrics=dict(r["metrics"]),
                             weight=_weight(dict(r["metrics"]), self.config["aggregation_weight"]))
                       for s, r in sorted(replies.items())]
             self.method.aggregate(self.server, parsed)
             self.server.round = round_
-            self.elapsed += time.perf_counter() - began
             loss = sum(r.metrics.get("loss", math.nan) for r in parsed) / len(parsed)
-            losses.append(loss)
-            bytes_per_round.append(sum(t["bytes_up"] + t["bytes_down"] for t in self.traffic.values()))
-            self.round_rows.append({"round": round_, "site": -1, "train_loss": loss,
-                                    "bytes_up": sum(t["bytes_up"] for t in self.traffic.values()),
-                                    "bytes_down": sum(t["bytes_down"] for t in self.traffic.values()),
-                                    "seconds": time.perf_counter() - began})
+            self.row(round_, -1).update(train_loss=loss,
+                                        bytes_up=sum(self.traffic[s]["bytes_up"] for s in replies),
+                                        bytes_down=sum(self.traffic[s]["bytes_down"] for s in replies),
+                                        seconds=time.perf_counter() - began)
+            self.elapsed += time.perf_counter() - began
             if round_ % self.config["checkpoint_every"] == 0 or round_ == total:
                 self.save_checkpoint()
-            outputs.write_csv(self.run_dir / "rounds.csv", self.round_rows)
-            bar.set_postfix(loss=f"{loss:.4f}")
+            self.write_rounds()
+            self.rounds_wall += time.perf_counter() - began
+            val = [r["mean_dice"] for (rnd, site), r in self.rows.items() if rnd == round_ - 1 and site >= 0
+                   and "mean_dice" in r]
+            bar.set_postfix(loss=f"{loss:.4f}", **({"val_dice": f"{sum(val) / len(val):.3f}"} if val else {}))
             bar.update(1)
         bar.close()
         return self.finish()
@@ -173,7 +181,7 @@ class Federation:
     def finish(self) -> dict[str, Any]:
         began = time.perf_counter()
         replies = self.exchange(self.config["rounds"] + 1, final=True)
-        self.record_validation(replies, self.config["rounds"])
+        self.record(replies, self.config["rounds"] + 1, final=True)
         cases, samples = [], {}
         for site, reply in sorted(replies.items()):
             cases.extend(json.loads(reply["report"]["json"])["cases"])
@@ -181,13 +189,14 @@ class Federation:
         if not cases:
             raise RunError("no test cases were scored")
         self.elapsed += time.perf_counter() - began
-        outputs.write_csv(self.run_dir / "rounds.csv", self.round_rows)
+        self.write_rounds()
         outputs.write_csv(self.run_dir / "cases.csv", cases)
         if samples:
             outputs.write_npz(self.run_dir / "predictions.npz", samples)
-        traffic_rows = [r for r in self.round_rows if r.get("site") == -1]
+        traffic_rows = [r for (_, site), r in sorted(self.rows.items()) if site == -1]
         summary = {
             "wall_clock_s": self.elapsed,
+            "rounds_wall_clock_s": self.rounds_wall,
             "peak_rss_mb": outputs.peak_rss_mb(),
             "peak_gpu_mb": outputs.peak_gpu_mb(),
             "rounds": self.config["rounds"],

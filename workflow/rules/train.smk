@@ -1,5 +1,8 @@
 # One training run per job. The GPU slot allocator picks the device (CPU when no GPU is configured);
 # `fedicra run` resumes from its own checkpoints, so --rerun-incomplete / --keep-going just work.
+# The YAML a run was started with is kept under started/: when the job reruns with a different YAML
+# (the config changed), the stale run folder is removed and the run starts afresh; with the same
+# YAML (an interrupted run) it resumes.
 
 
 rule run_config:
@@ -23,7 +26,8 @@ rule train:
     output:
         summary=f"{RESULTS}/runs/{{dataset}}/{{assignment}}/{{method}}/seed{{seed}}/summary.json",
     params:
-        run_dir=lambda wc: run_dir(wc.dataset, wc.assignment, wc.method, wc.seed),
+        run_dir=lambda wc, output: os.path.dirname(output.summary),
+        started=lambda wc, input: input.config.replace(f"{RESULTS}/configs/", f"{RESULTS}/started/", 1),
         slots=SLOT_ARGS,
         pyenv=PYENV,
         python=PYTHON,
@@ -39,6 +43,8 @@ rule train:
     conda:
         "../envs/fedicra.yaml"
     shell:
+        "if [ -e {params.run_dir} ] && ! cmp -s {input.config} {params.started}; then rm -rf {params.run_dir}; fi; "
+        "mkdir -p $(dirname {params.started}) && cp {input.config} {params.started}; "
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
         "{params.pyenv} {params.python} -m fedicra.gpu_slots {params.slots} -- "
         "{params.python} -m fedicra run --config {input.config} --out {params.run_dir} > {log} 2>&1"

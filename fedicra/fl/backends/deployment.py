@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,10 @@ def connection_toml(address: str) -> str:
     import tomli_w
 
     return tomli_w.dumps({"superlink": {"default": CONNECTION, CONNECTION: {"address": address, "insecure": True}}})
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -180,15 +185,23 @@ class LocalDeployment:
                 pass
 
     def __enter__(self) -> "LocalDeployment":
+        # SIGTERM (a scheduler cancelling the job) must also stop the children: turn it into SystemExit.
+        self._previous_sigterm = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_signal)
         try:
             self.start()
         except BaseException:
-            self.stop()
+            self.__exit__(*sys.exc_info())
             raise
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            if self._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
         if exc[0] is None:
             shutil.rmtree(self.workdir, ignore_errors=True)   # logs are kept when something failed
 
@@ -258,3 +271,39 @@ def run(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     with LocalDeployment(config, run_dir, keys) as deployment:
         deployment.submit()
         return deployment.wait(previous)
+
+
+def write_app(config: dict[str, Any], run_dir: Path, app_dir: Path) -> Path:
+    """Write the Flower app project for a hand-made deployment (see docs/deployment.md)."""
+    from fedicra.fl.outputs import atomic_write
+
+    path = Path(app_dir) / "pyproject.toml"
+    atomic_write(path, app_pyproject(config, run_dir))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fedicra.fl.backends.deployment --config run.yaml --out RUN_DIR --app APP_DIR`."""
+    import argparse
+
+    from fedicra.fl.config import load_config
+
+    parser = argparse.ArgumentParser(prog="python -m fedicra.fl.backends.deployment",
+                                     description="Write the Flower app project (pyproject.toml) that runs one "
+                                                 "fedicra experiment on your own SuperLink with `flwr run`.")
+    parser.add_argument("--config", "-c", help="YAML run configuration")
+    parser.add_argument("--out", "-o", required=True, help="run directory, as seen by the SuperLink host")
+    parser.add_argument("--app", required=True, help="folder to write the Flower app project into")
+    parser.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, [*args.overrides, "backend=deployment"])
+        print(write_app(config, Path(args.out), Path(args.app)))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
