@@ -232,9 +232,13 @@ def _flower_processes(markers: list[str]) -> list[str]:
 
 
 @pytest.fixture
-def recorded_deployments(monkeypatch):
+def recorded_deployments(monkeypatch, tmp_path):
     """Every process command a LocalDeployment starts, to look for leftovers afterwards."""
+    import tempfile
+
     from fedicra.fl.backends import deployment
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))   # logs kept after a failure land here
 
     commands: list[list[str]] = []
     original = deployment.LocalDeployment._start
@@ -264,6 +268,7 @@ def test_deployment_backend_end_to_end_and_cleans_up(reference, tmp_path, record
     assert len(recorded_deployments) == 3   # SuperLink + one SuperNode per site
     assert not _flower_processes(_markers(recorded_deployments))
     assert not list(tmp_path.glob(flower_app.ERROR_FILE))
+    assert not list(tmp_path.glob("fedicra-flower-*"))   # the work folder is removed after success
 
 
 @pytest.mark.slow
@@ -274,6 +279,7 @@ def test_deployment_failure_reports_the_site_and_cleans_up(reference, tmp_path, 
         run_experiment(config, tmp_path)
     assert not _flower_processes(_markers(recorded_deployments))
     assert not (tmp_path / "summary.json").exists()
+    assert list(tmp_path.glob("fedicra-flower-*/superlink.log"))   # logs are kept for diagnosis
 
 
 @pytest.mark.slow
@@ -287,7 +293,7 @@ def test_deployment_processes_stop_when_the_launcher_gets_sigterm(reference, tmp
         "import json, sys, time\n"
         "from fedicra.fl.backends.deployment import LocalDeployment\n"
         f"config = json.loads({json.dumps(json.dumps(reference[0]))})\n"
-        f"with LocalDeployment(config, {str(tmp_path)!r}, [0, 1]) as deployment:\n"
+        f"with LocalDeployment(config, {str(tmp_path)!r}, [0, 1], workdir={str(tmp_path / 'work')!r}) as deployment:\n"
         "    commands = [p.args for _, p, _ in deployment.processes]\n"
         "    print(json.dumps(commands), flush=True)\n"
         "    time.sleep(300)\n")

@@ -47,8 +47,8 @@ def test_smoke_dry_run(tmp_path):
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/smoke.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]
     counts = job_counts(result.stdout)
-    # 1 dataset x 2 assignments x 4 methods x 1 seed
-    assert counts["train"] == 8 and counts["synth_dataset"] == 1 and counts["figures_dataset"] == 2
+    # 1 dataset x 2 assignments x (4 methods + 1 FedICRA ablation) x 1 seed
+    assert counts["train"] == 10 and counts["synth_dataset"] == 1 and counts["figures_dataset"] == 2
     assert counts["report_markdown"] == 1 and "import_dataset" not in counts
 
 
@@ -100,6 +100,7 @@ def test_config_schema_fills_defaults_and_rejects_bad_values():
 
     schema = str(REPO / "workflow/schemas/config.schema.yaml")
     config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    del config["variants"]
     validate(config, schema)
     assert config["reports_dir"] == "reports" and config["report"]["selection"] == "best_val"
     assert config["gpus"]["runs_per_gpu"] == 1 and config["variants"] == {}
@@ -137,3 +138,18 @@ def test_aggregation_and_html_report_run_for_real(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     text = html.read_text(errors="replace")
     assert "smoke-faz" in text and "best_val" in text
+
+
+@pytest.mark.slow
+def test_smoke_workflow_runs_end_to_end(tmp_path):
+    """The whole smoke grid for real: data, training runs, aggregation, figures and report; then a no-op."""
+    config = str(REPO / "config/smoke.yaml")
+    result = snakemake(tmp_path, "--cores", "2", "--configfile", config, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = (tmp_path / "reports" / "smoke" / "report.md").read_text()
+    for method in ("fedavg", "fedbn", "local", "fedicra", "fedicra-no_contrastive"):
+        assert method in report
+    runs = list((tmp_path / "results").rglob("summary.json"))
+    assert len(runs) == 10
+    again = snakemake(tmp_path, "--cores", "2", "--configfile", config)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

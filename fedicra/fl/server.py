@@ -221,6 +221,7 @@ def protocol_statement(config: dict[str, Any], method: Method) -> dict[str, Any]
         "models": ["personalized"] + (["global"] if method.global_model_available() else []),
         "selection": ["last", "best_val"] + (["best_test"] if config["select_on_test"] else []),
         "validation": f"{config['val_fraction']:.0%} of each site's training cases, full masks, seeded",
+        "shared_objective": "partial CE" + (f" + {config['gated_crf']:g} x gated CRF" if config["gated_crf"] else ""),
         "faithful": config["faithful"],
         "metric_policy": config["metric_policy"],
         "aggregation_weight": config["aggregation_weight"],
