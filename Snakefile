@@ -11,7 +11,11 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/default.yaml"
+# The default config only when none is named: Snakemake would otherwise merge the two (default datasets
+# would leak into --configfile config/paper.yaml).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/default.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -54,6 +54,9 @@ def test_smoke_dry_run(tmp_path):
 
 def test_paper_dry_run_with_slurm_profile(tmp_path):
     upstream_folders(tmp_path)
+    # With the default config present too, a named --configfile must replace it, not merge into it.
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config/default.yaml", tmp_path / "config/default.yaml")
     start = time.monotonic()
     result = snakemake(tmp_path, "-n", "-p", "--configfile", str(REPO / "config/paper.yaml"))
     seconds = time.monotonic() - start
