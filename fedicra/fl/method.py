@@ -159,8 +159,13 @@ def weighted_average(states: list[Arrays], weights: list[float]) -> Arrays:
     if total <= 0:
         raise ValueError("aggregation weights sum to zero")
     result: Arrays = {}
-    for key in states[0]:
-        acc = sum(s[key].double() * (w / total) for s, w in zip(states, weights))
-        reference = states[0][key]
-        result[key] = acc.round().to(reference.dtype) if not reference.is_floating_point() else acc.to(reference.dtype)
+    for key, reference in states[0].items():
+        if reference.is_floating_point():
+            acc = reference * (weights[0] / total)
+            for state, weight in zip(states[1:], weights[1:]):
+                acc.add_(state[key], alpha=weight / total)
+            result[key] = acc
+        else:
+            acc = sum(s[key].double() * (w / total) for s, w in zip(states, weights))
+            result[key] = acc.round().to(reference.dtype)
     return result

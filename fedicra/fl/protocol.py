@@ -45,7 +45,11 @@ def count_bytes(arrays: dict[str, torch.Tensor]) -> int:
 
 
 def request(arrays: dict[str, torch.Tensor], config: dict[str, Any]) -> RecordDict:
-    return RecordDict({"arrays": to_record(arrays), "config": ConfigRecord(config)})
+    return request_from_record(to_record(arrays), config)
+
+
+def request_from_record(arrays: ArrayRecord, config: dict[str, Any]) -> RecordDict:
+    return RecordDict({"arrays": arrays, "config": ConfigRecord(config)})
 
 
 def handle(client: Client, content: RecordDict) -> RecordDict:

@@ -31,6 +31,8 @@ class Reply:
     extras: dict[str, torch.Tensor]
     metrics: dict[str, float]
     weight: float
+    report: dict[str, Any] = field(default_factory=dict)             # validation rows / final cases
+    samples: dict[str, torch.Tensor] = field(default_factory=dict)   # final round only
 
 
 @dataclass
@@ -96,17 +98,22 @@ class Federation:
         return True
 
     # ------------------------------------------------------------------ one exchange
-    def exchange(self, round_: int, final: bool) -> dict[int, RecordDict]:
+    def exchange(self, round_: int, final: bool) -> dict[int, Reply]:
+        """Send every site its request, collect and decode the replies (once), apply the failure policy."""
         evaluate = final or (round_ > 1 and (round_ - 1) % self.config["eval_every"] == 0)
-        requests, sent = {}, {}
+        config = {"round": round_ if not final else self.config["rounds"] + 1,
+                  "local_steps": self.config["local_steps"], "evaluate": evaluate, "final": final}
+        requests, sent, encoded = {}, {}, {}
         for site in self.server.sites:
             arrays = self.method.payload(self.server, site)
+            # Sites that get the very same tensors (FedAvg & co.) share one encoded record.
+            key = tuple((k, id(v)) for k, v in arrays.items())
+            if key not in encoded:
+                encoded[key] = protocol.to_record(arrays)
             sent[site] = protocol.count_bytes(arrays)
-            requests[site] = protocol.request(arrays, {
-                "round": round_ if not final else self.config["rounds"] + 1,
-                "local_steps": self.config["local_steps"], "evaluate": evaluate, "final": final})
+            requests[site] = protocol.request_from_record(encoded[key], config)
         replies = self.transport.send(round_, requests)
-        ok: dict[int, RecordDict] = {}
+        ok: dict[int, Reply] = {}
         for site in self.server.sites:
             reply = replies.get(site, TimeoutError("no reply"))
             if isinstance(reply, BaseException):
@@ -115,9 +122,13 @@ class Federation:
                     raise RunError(message) from (reply if isinstance(reply, Exception) else None)
                 print(f"warning: {message}; dropped for this round", flush=True)
                 continue
-            ok[site] = reply
-            up = protocol.count_bytes(protocol.from_record(reply.get("arrays"))) + \
-                protocol.count_bytes(protocol.from_record(reply.get("extras")))
+            metrics = dict(reply["metrics"])
+            ok[site] = Reply(site=site, arrays=protocol.from_record(reply.get("arrays")),
+                             extras=protocol.from_record(reply.get("extras")), metrics=metrics,
+                             weight=_weight(metrics, self.config["aggregation_weight"]),
+                             report=json.loads(reply["report"]["json"]),
+                             samples=protocol.from_record(reply.get("samples")))
+            up = protocol.count_bytes(ok[site].arrays) + protocol.count_bytes(ok[site].extras)
             self.traffic[site] = {"bytes_down": sent[site], "bytes_up": up}
         if not ok:
             raise RunError(f"every site failed in round {round_}")
@@ -126,15 +137,14 @@ class Federation:
     def row(self, round_: int, site: int) -> dict[str, Any]:
         return self.rows.setdefault((round_, site), {"round": round_, "site": site})
 
-    def record(self, replies: dict[int, RecordDict], round_: int, final: bool) -> None:
+    def record(self, replies: dict[int, Reply], round_: int, final: bool) -> None:
         """Training loss, traffic and time of this exchange, and the validation scores it carried."""
         for site, reply in replies.items():
-            for row in json.loads(reply["report"]["json"]).get("validation", []):
+            for row in reply.report.get("validation", []):
                 self.row(row["round"], row["site"]).update(row)
             if not final:
-                metrics = dict(reply["metrics"])
-                self.row(round_, site).update(train_loss=metrics.get("loss"), seconds=metrics.get("seconds"),
-                                              **self.traffic.get(site, {}))
+                self.row(round_, site).update(train_loss=reply.metrics.get("loss"),
+                                              seconds=reply.metrics.get("seconds"), **self.traffic.get(site, {}))
 
     def write_rounds(self) -> None:
         outputs.write_csv(self.run_dir / "rounds.csv", [self.rows[k] for k in sorted(self.rows)])
@@ -155,10 +165,7 @@ class Federation:
             began = time.perf_counter()
             replies = self.exchange(round_, final=False)
             self.record(replies, round_, final=False)
-            parsed = [Reply(site=s, arrays=protocol.from_record(r.get("arrays")),
-                            extras=protocol.from_record(r.get("extras")), metrics=dict(r["metrics"]),
-                            weight=_weight(dict(r["metrics"]), self.config["aggregation_weight"]))
-                      for s, r in sorted(replies.items())]
+            parsed = [replies[s] for s in sorted(replies)]
             self.method.aggregate(self.server, parsed)
             self.server.round = round_
             loss = sum(r.metrics.get("loss", math.nan) for r in parsed) / len(parsed)
@@ -184,8 +191,8 @@ class Federation:
         self.record(replies, self.config["rounds"] + 1, final=True)
         cases, samples = [], {}
         for site, reply in sorted(replies.items()):
-            cases.extend(json.loads(reply["report"]["json"])["cases"])
-            samples.update({k: v.numpy() for k, v in protocol.from_record(reply.get("samples")).items()})
+            cases.extend(reply.report["cases"])
+            samples.update({k: v.numpy() for k, v in reply.samples.items()})
         if not cases:
             raise RunError("no test cases were scored")
         self.elapsed += time.perf_counter() - began
