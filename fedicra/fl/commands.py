@@ -36,6 +36,7 @@ def _methods(args: argparse.Namespace) -> int:
 
     for name, cls in sorted(load_methods().items()):
         params = ", ".join(f"{k}={v!r}" for k, v in cls.hyperparameters.items()) or "-"
-        personal = ", ".join(cls.personal) or "-"
-        print(f"{name:18s} model={cls.model:18s} personal=[{personal}] params: {params}")
+        personal = [*cls.personal, *(f"every {t.__name__}" for t in cls.personal_types)]
+        print(f"{name}: {cls.description}")
+        print(f"    model={cls.model}  personal=[{', '.join(personal) or '-'}]  params: {params}")
     return 0
