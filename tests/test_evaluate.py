@@ -18,7 +18,7 @@ class ThresholdModel(nn.Module):
         self.scale = nn.Parameter(torch.ones(()))
         self.calls = []
 
-    def forward(self, x, site=None):
+    def forward(self, x, site=None, aux=True):
         self.calls.append((self.training, torch.is_grad_enabled(), site, x.shape[0]))
         foreground = (x[:, :1] - 0.5) * self.scale
         return {"logits": torch.cat([torch.zeros_like(foreground), foreground], dim=1)}
@@ -57,7 +57,7 @@ def test_evaluate_two_structures_means():
     gt[12:20, 12:20] = 1
 
     class Fixed(nn.Module):
-        def forward(self, x, site=None):
+        def forward(self, x, site=None, aux=True):
             # predicts the disc right but no cup: cup dice 0, disc dice 1
             logits = torch.zeros(x.shape[0], 3, 32, 32)
             logits[:, 2] = torch.as_tensor(gt > 0, dtype=torch.float32)
