@@ -122,7 +122,8 @@ def test_aggregation_and_html_report_run_for_real(tmp_path):
     (results / "checks").mkdir()
     (results / "checks" / "smoke-faz.txt").write_text("ok\n")
     plan = {("smoke-faz", a, m): q for a in ("upstream", "scribble")
-            for m, q in (("fedavg", 0.6), ("fedbn", 0.65), ("local", 0.5), ("fedicra", 0.8))}
+            for m, q in (("fedavg", 0.6), ("fedbn", 0.65), ("local", 0.5), ("fedicra", 0.8),
+                         ("fedicra-no_contrastive", 0.7))}
     for (dataset, assignment, method) in plan:
         cfg = results / "configs" / dataset / assignment / method / "seed0.yaml"
         cfg.parent.mkdir(parents=True, exist_ok=True)
