@@ -219,6 +219,9 @@ class Client:
                     candidates.append(("personalized", selection, table[site.site]["model"]))
             if global_model is not None:
                 candidates.append(("global", "last", None))
+            rounds_of = {"last": self.config["rounds"],
+                         "best_val": self.best.get(site.site, {}).get("round"),
+                         "best_test": self.best_test.get(site.site, {}).get("round")}
             last_state = copy.deepcopy(model.state_dict())
             for kind, selection, state in candidates:
                 scored = global_model if kind == "global" else model
@@ -229,9 +232,7 @@ class Client:
                 frame.insert(2, "label", site.label)
                 frame.insert(4, "model", kind)
                 frame.insert(5, "selection", selection)
-                frame.insert(6, "round", self.best.get(site.site, {}).get("round") if selection == "best_val"
-                             else self.best_test.get(site.site, {}).get("round") if selection == "best_test"
-                             else self.config["rounds"])
+                frame.insert(6, "round", rounds_of[selection])
                 frames.append(frame)
             model.load_state_dict(last_state)
         return pd.concat(frames, ignore_index=True).to_dict(orient="records")
