@@ -1,15 +1,9 @@
 """Local-only training: each site trains alone; nothing leaves the client (every entry is personal)."""
-from fedicra.fl.method import Method
+from fedicra.fl.method import NoExchange
 from fedicra.fl.registry import register
 
 
 @register
-class Local(Method):
+class Local(NoExchange):
     name = "local"
     description = "Each site trains its own model on its own weak labels; no communication."
-
-    def is_personal(self, name: str) -> bool:
-        return True
-
-    def aggregate(self, server, replies) -> None:
-        pass

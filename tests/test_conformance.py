@@ -43,6 +43,11 @@ def test_method_conforms(name, tiny_faz, tmp_path):
     # 2. Personal entries never leave a client: inspect the real reply records.
     method = next(iter(clients.values())).method
     personal = {n for c in clients.values() for n in c.model.state_dict() if method.is_personal(n)}
+    # A global model is scored exactly when the method has one: declared, or nothing personal (an
+    # all-personal method must not score the server's untrained copy).
+    expected = method.has_global_model if method.has_global_model is not None else not personal
+    assert method.global_model_available() == expected
+    assert ("global" in set(cases["model"])) == expected
     assert transport.received, "no reply was recorded"
     for _, site, reply in transport.received:
         for key in ("arrays", "extras", "samples"):

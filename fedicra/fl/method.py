@@ -55,7 +55,7 @@ class Method:
     personal_types: ClassVar[tuple[type, ...]] = ()
     topology: ClassVar[str] = "sites"
     labels: ClassVar[str | None] = None
-    has_global_model: ClassVar[bool | None] = None   # None: True exactly when nothing is personal
+    has_global_model: ClassVar[bool | None] = None   # None: True exactly when no state entry is personal
     description: ClassVar[str] = ""
 
     def __init__(self, params: dict[str, Any] | None = None, faithful: bool = False):
@@ -85,6 +85,7 @@ class Method:
         """Called once with the model architecture before any hook: resolves `personal_types`."""
         typed = tuple(n for n, m in model.named_modules() if self.personal_types and isinstance(m, self.personal_types))
         self._prefixes = tuple(self.personal) + typed
+        self._has_personal = any(self.is_personal(name) for name in model.state_dict())
 
     def is_personal(self, name: str) -> bool:
         """True when the state-dict entry `name` must stay on the client."""
@@ -95,7 +96,10 @@ class Method:
         return [n for n in model.state_dict() if not self.is_personal(n)]
 
     def global_model_available(self) -> bool:
-        return not self.personal if self.has_global_model is None else self.has_global_model
+        """Whether the server's model is worth scoring: declared, or else exactly when nothing is personal."""
+        if self.has_global_model is not None:
+            return self.has_global_model
+        return not getattr(self, "_has_personal", bool(self.personal))
 
     # ------------------------------------------------------------------ client hooks
     def init_client(self, client: Client) -> None:
@@ -169,3 +173,15 @@ def weighted_average(states: list[Arrays], weights: list[float]) -> Arrays:
             acc = sum(s[key].double() * (w / total) for s, w in zip(states, weights))
             result[key] = acc.round().to(reference.dtype)
     return result
+
+
+class NoExchange(Method):
+    """Base for baselines where nothing leaves the client (local and centralized training)."""
+
+    has_global_model = False
+
+    def is_personal(self, name: str) -> bool:
+        return True
+
+    def aggregate(self, server: ServerState, replies: list[Reply]) -> None:
+        pass
