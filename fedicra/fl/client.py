@@ -5,6 +5,7 @@ drawn from streams keyed by (seed, client key, step), so a resumed run repeats t
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass, field
@@ -159,21 +160,16 @@ class Client:
             param.requires_grad_(True)
         return totals
 
-    class _RandomState:
-        def __init__(self, client: "Client"):
-            self.client = client
-
-        def __enter__(self):
-            self.saved = torch.get_rng_state()
-            torch.set_rng_state(self.client.rng_state)
-
-        def __exit__(self, *exc):
-            self.client.rng_state = torch.get_rng_state()
-            torch.set_rng_state(self.saved)
-
+    @contextlib.contextmanager
     def random_state(self):
         """Use this client's own torch random stream (dropout) so clients do not disturb each other."""
-        return self._RandomState(self)
+        saved = torch.get_rng_state()
+        torch.set_rng_state(self.rng_state)
+        try:
+            yield
+        finally:
+            self.rng_state = torch.get_rng_state()
+            torch.set_rng_state(saved)
 
     # ------------------------------------------------------------------ evaluation
     def score(self, model: torch.nn.Module, split: str, site: SiteData):

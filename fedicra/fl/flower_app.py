@@ -24,6 +24,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedicra.errors import UserError
+from fedicra.seeding import apply_threads
 
 RUN_CONFIG = "run_config"     # request ConfigRecord key: the engine configuration as JSON
 SITE = "site"                 # request ConfigRecord key: the client key the server addresses
@@ -62,14 +63,6 @@ def node_key(config: dict[str, Any], node_config: dict[str, Any]) -> int:
             raise UserError(f"node config partition-id={index}: this run has {len(keys)} clients")
         return keys[index]
     raise UserError("node config: set site=<k> (e.g. flower-supernode --node-config 'site=0')")
-
-
-def apply_threads(config: dict[str, Any]) -> None:
-    """Honour `threads` in processes the runner does not control (ClientApps, a deployed ServerApp)."""
-    if config.get("threads"):
-        import torch
-
-        torch.set_num_threads(int(config["threads"]))
 
 
 def _snapshot_bytes(client) -> bytes:

@@ -7,15 +7,12 @@ from typing import Any
 from fedicra.fl.registry import build_method
 from fedicra.fl.server import Federation
 from fedicra.fl.setup import client_keys, load_manifest, make_client
-from fedicra.seeding import seed_everything
+from fedicra.seeding import apply_threads, seed_everything
 
 
 def run_experiment(config: dict[str, Any], run_dir: str | Path, transport=None) -> dict[str, Any]:
     """Run (or resume) the experiment; returns the summary written to `run_dir/summary.json`."""
-    if config.get("threads"):
-        import torch
-
-        torch.set_num_threads(config["threads"])
+    apply_threads(config)
     seed_everything(config["seed"])
     method = build_method(config)
     manifest = load_manifest(config)
