@@ -44,6 +44,9 @@ RUN_SCHEMA: dict[str, Any] = {
         "faithful": {"type": "boolean", "default": False,
                      "description": "reproduce upstream quirks instead of the intended behaviour"},
         "device": {"type": "string", "default": "auto"},
+        "precision": {"type": "string", "enum": ["auto", "fp32", "bf16"], "default": "auto",
+                      "description": "training forward: bf16 = autocast + channels_last (losses stay fp32); "
+                                     "auto = bf16 on CUDA, fp32 otherwise; the run records the resolved value"},
         "backend": {"type": "string", "enum": ["inprocess", "simulation", "deployment"], "default": "inprocess"},
         "checkpoint_every": {"type": "integer", "minimum": 1, "default": 1},
         "allow_failures": {"type": "boolean", "default": False,

@@ -230,6 +230,7 @@ def protocol_statement(config: dict[str, Any], method: Method) -> dict[str, Any]
         "validation": f"{config['val_fraction']:.0%} of each site's training cases, full masks, seeded",
         "shared_objective": "partial CE" + (f" + {config['gated_crf']:g} x gated CRF" if config["gated_crf"] else ""),
         "faithful": config["faithful"],
+        "precision": config.get("precision", "fp32"),
         "metric_policy": config["metric_policy"],
         "aggregation_weight": config["aggregation_weight"],
         "backend": config["backend"],
