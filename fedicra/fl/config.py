@@ -48,7 +48,9 @@ RUN_SCHEMA: dict[str, Any] = {
                       "description": "training forward: bf16 = autocast + channels_last (losses stay fp32); "
                                      "auto = bf16 on CUDA, fp32 otherwise; the run records the resolved value"},
         "backend": {"type": "string", "enum": ["inprocess", "simulation", "deployment"], "default": "inprocess"},
-        "checkpoint_every": {"type": "integer", "minimum": 1, "default": 1},
+        "checkpoint_every": {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "auto"}], "default": "auto",
+                             "description": "rounds between checkpoints, or auto: time-based, under 2% of the run "
+                                            "(see fedicra.fl.cadence)"},
         "allow_failures": {"type": "boolean", "default": False,
                            "description": "drop a failing site for the round instead of stopping the run"},
         "client_timeout": {"type": ["number", "null"], "default": None,
