@@ -293,7 +293,7 @@ def main(argv=None) -> int:
         return 0
     if not torch.cuda.is_available():
         # The CPU-side parts: the device tree builder run on the CPU against the Kruskal trees.
-        record.run("trees_cpu_only", trees, 240, "cpu")
+        record.run("trees_cpu_only", trees, 240, "cpu", 64)
         record.data["no_gpu"] = "no CUDA GPU (torch.cuda.is_available() is False): GPU checks not run"
         record.write()
         print(f"gpu_checks: {record.data['no_gpu']}; wrote the CPU-only checks to {record.path}", file=sys.stderr)
