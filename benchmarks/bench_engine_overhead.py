@@ -1,16 +1,21 @@
 """Engine overhead: an in-process federated FedAvg run against a plain PyTorch loop that performs the
-same optimisation steps (same model, data, batches, augmentation, AdamW re-created per round) in the
-same process. Prints both times and their ratio (goal: at most 1.10 on CPU at 128 px).
+same optimisation steps (same model, data, batches, augmentation, AdamW re-created per round), side
+by side in one process, repeats interleaved; min and median of each side and their ratios, at 64 px
+batch 4 and 128 px batch 8 by default (goal: ratio at most 1.05).
 
-    python benchmarks/bench_engine_overhead.py [--size 128] [--rounds 5] [--steps 5] [--sites 5]
+    python benchmarks/bench_engine_overhead.py [--configs 64x4,128x8] [--rounds 5] [--steps 5] [--sites 5]
+    python benchmarks/bench_engine_overhead.py --configs 32x2 --rounds 1 --steps 1 --sites 2 --repeats 1  # dry check
 
 The federated time is the wall time of the round loop (messages encoded as Flower records, training,
-aggregation, checkpoint and rounds.csv writing); validation is disabled and the final test is not timed.
+aggregation, checkpoints at the configured cadence and rounds.csv writing); validation is disabled
+and the final test is not timed.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -51,45 +56,68 @@ def plain_loop(config, manifest, method, keys) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
-    import torch
-
+def compare(size: int, batch_size: int, args) -> dict:
+    """Both sides on one synthetic dataset, interleaved repeat by repeat; seconds of each repeat."""
     from fedicra.data.synth import synthesize
     from fedicra.fl.config import load_config
     from fedicra.fl.registry import build_method
     from fedicra.fl.runner import run_experiment
     from fedicra.fl.setup import client_keys, load_manifest
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--sites", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
-        synthesize("faz", root, size=args.size, seed=0, scale=0.5)
+        synthesize("faz", root, size=size, seed=0, scale=0.5)
         config = load_config(base={
             "dataset": str(root), "method": "fedavg", "sites": list(range(args.sites)), "rounds": args.rounds,
-            "local_steps": args.steps, "batch_size": args.batch_size, "eval_every": args.rounds + 1,
-            "progress": False, "device": "cpu"})
+            "local_steps": args.steps, "batch_size": batch_size, "eval_every": args.rounds + 1,
+            "progress": False, "device": "cpu", "threads": args.threads})
         method = build_method(config)
         manifest = load_manifest(config)
         keys = client_keys(config, manifest, method)
-        # Alternate the order so warm-up and machine noise do not favour one side.
-        plain_first = plain_loop(config, manifest, method, keys)
-        federated = run_experiment(config, Path(tmp) / "run")["rounds_wall_clock_s"]
-        plain_second = plain_loop(config, manifest, method, keys)
-    plain = min(plain_first, plain_second)
+        plain_loop(config, manifest, method, keys)  # warm-up (allocator, first-call costs)
+        plain, federated = [], []
+        for repeat in range(args.repeats):
+            # Alternate who goes first so warm-up and machine noise do not favour one side.
+            sides = ["plain", "federated"] if repeat % 2 == 0 else ["federated", "plain"]
+            for side in sides:
+                if side == "plain":
+                    plain.append(plain_loop(config, manifest, method, keys))
+                else:  # a fresh run directory each time (an existing one would resume)
+                    summary = run_experiment(config, Path(tmp) / f"run{repeat}")
+                    federated.append(summary["rounds_wall_clock_s"])
+    return {"size": size, "batch_size": batch_size, "plain_s": plain, "federated_s": federated,
+            "ratio_min": min(federated) / min(plain),
+            "ratio_median": statistics.median(federated) / statistics.median(plain)}
+
+
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="64x4,128x8", help="comma-separated SIZExBATCH pairs")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--sites", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = []
+    for pair in args.configs.split(","):
+        size, batch_size = (int(v) for v in pair.lower().split("x"))
+        results.append(compare(size, batch_size, args))
     steps = args.rounds * args.steps * args.sites
-    print(f"{steps} steps at {args.size}px batch {args.batch_size}, {args.threads} threads")
-    print(f"plain PyTorch loop : {plain:8.2f} s  (runs: {plain_first:.2f}, {plain_second:.2f})")
-    print(f"federated engine   : {federated:8.2f} s")
-    print(f"ratio              : {federated / plain:8.3f}")
+    print(f"federated in-process run / bare PyTorch loop: {steps} steps each, {args.threads} threads, "
+          f"{args.repeats} interleaved repeats (goal <= 1.05)")
+    print(f"{'size':>5} {'batch':>5} {'plain min':>10} {'plain med':>10} {'fed min':>10} {'fed med':>10}"
+          f" {'ratio min':>10} {'ratio med':>10}")
+    for r in results:
+        print(f"{r['size']:>5} {r['batch_size']:>5} {min(r['plain_s']):>10.2f} {statistics.median(r['plain_s']):>10.2f}"
+              f" {min(r['federated_s']):>10.2f} {statistics.median(r['federated_s']):>10.2f}"
+              f" {r['ratio_min']:>10.3f} {r['ratio_median']:>10.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

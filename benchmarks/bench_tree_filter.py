@@ -67,6 +67,7 @@ def bench(device: str, size: int, batch: int, repeats: int):
 
     rows = [
         ("tree build (1 tree x batch)", lambda: build_spanning_forest(guide)),
+        ("tree build, torch Boruvka", lambda: build_spanning_forest(guide, builder="boruvka")),
         ("MTEL recursive, 4 trees", mtel("recursive")),
         ("MTEL add, 4 trees", mtel("add")),
         ("gated CRF r=5", crf),

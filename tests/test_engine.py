@@ -27,7 +27,7 @@ def _cli(args, **kwargs):
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(tiny_faz, tmp_path):
     config = {"dataset": str(tiny_faz), "method": "fedbn", "sites": [0, 1], "rounds": 6, "local_steps": 3,
-              "batch_size": 2, "progress": False, "seed": 3}
+              "batch_size": 2, "progress": False, "seed": 3, "checkpoint_every": 1}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     reference = _cli(["run", "-c", str(path), "-o", str(tmp_path / "ref")])
@@ -85,7 +85,7 @@ def _federation(config, tmp_path, fault):
 
 @pytest.mark.parametrize("fault", ["raise", "hang"])
 def test_failing_site_stops_run_with_site_and_round(tiny_faz, tmp_path, fault):
-    config = tiny_config(tiny_faz, rounds=3, client_timeout=1.0 if fault == "hang" else None)
+    config = tiny_config(tiny_faz, rounds=3, client_timeout=1.0 if fault == "hang" else None, checkpoint_every=1)
     with pytest.raises(RunError) as info:
         _federation(config, tmp_path, fault).run()
     message = str(info.value)

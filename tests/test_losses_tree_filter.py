@@ -50,22 +50,24 @@ def _assert_spanning_tree(forest, b, width):
     return edges
 
 
-def test_forest_survives_nan_and_huge_guides():
+@pytest.mark.parametrize("builder", ["kruskal", "boruvka"])
+def test_forest_survives_nan_and_huge_guides(builder):
     guide = torch.rand(1, 2, 5, 4)
     guide[0, 0, 1, 3] = float("nan")
     guide[0, 1, 2:, 1] = 1e30  # squared differences overflow float32
-    forest = build_spanning_forest(guide)
+    forest = build_spanning_forest(guide, builder=builder)
     _assert_spanning_tree(forest, 0, 4)
     assert sorted(forest.order[0].tolist()) == list(range(20))
 
 
+@pytest.mark.parametrize("builder", ["kruskal", "boruvka"])
 @pytest.mark.parametrize("quantised", [False, True])
-def test_forest_is_a_minimum_spanning_tree(quantised):
+def test_forest_is_a_minimum_spanning_tree(quantised, builder):
     torch.manual_seed(1)
     guide = torch.rand(2, 3, 7, 9, dtype=torch.float64)
     if quantised:  # many equal weights: ties must still give a spanning tree of minimum weight
         guide = (guide * 2).round() / 2
-    forest = build_spanning_forest(guide)
+    forest = build_spanning_forest(guide, builder=builder)
     height, width, n = 7, 9, 63
     for b in range(2):
         order = forest.order[b].numpy()

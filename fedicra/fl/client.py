@@ -23,6 +23,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The forward precision a run uses: `auto` is bf16 on CUDA and fp32 elsewhere."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def to_fp32(value):
+    """Floating tensors of a model output (dicts, lists, tuples of them) as float32."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: to_fp32(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_fp32(v) for v in value)
+    return value
+
+
 @dataclass
 class SiteData:
     """The splits of one site as seen by a client (train with the assigned label kind)."""
@@ -49,6 +67,7 @@ class Client:
     best: dict[int, dict[str, Any]] = field(default_factory=dict)  # site -> best-on-val snapshot
     best_test: dict[int, dict[str, Any]] = field(default_factory=dict)
     rng_state: torch.Tensor | None = None
+    precision: str = "fp32"       # resolved forward precision: fp32 or bf16 (autocast + channels_last)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -59,8 +78,11 @@ class Client:
         torch.manual_seed(config["seed"])  # identical initial weights on every client, as upstream
         model = build_model(method.model, manifest.in_channels, manifest.num_classes,
                             num_sites=len(manifest.sites), site=key, faithful=config["faithful"]).to(device)
+        precision = resolve_precision(config.get("precision", "auto"), device)
+        if precision == "bf16":
+            model = model.to(memory_format=torch.channels_last)
         client = cls(key=key, config=config, manifest=manifest, method=method, data=data,
-                     model=model, device=device)
+                     model=model, device=device, precision=precision)
         method.bind(model)
         generator = torch.Generator().manual_seed(int(stream(config["seed"], 7919, key).integers(2**62)))
         client.rng_state = generator.get_state()
@@ -145,7 +167,7 @@ class Client:
                 for group in optimizer.param_groups:
                     group["lr"] = self.lr()
                 batch = self.batch(self.step)
-                output = model(batch["image"])
+                output = self.forward(model, batch["image"])
                 loss, parts = loss_fn(batch, output)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"site {self.key}: loss is {float(loss)} at local step {self.step}")
@@ -159,6 +181,18 @@ class Client:
         for _, param in named:
             param.requires_grad_(True)
         return totals
+
+    def forward(self, model: torch.nn.Module, image: torch.Tensor):
+        """The training forward pass in the run's precision; the output is always float32.
+
+        bf16: autocast with channels_last input (the model is channels_last too); the losses, the
+        tree filter and the metrics then see float32 tensors, as in an fp32 run.
+        """
+        if self.precision != "bf16":
+            return model(image)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+            output = model(image.contiguous(memory_format=torch.channels_last))
+        return to_fp32(output)
 
     @contextlib.contextmanager
     def random_state(self):

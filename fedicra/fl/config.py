@@ -44,8 +44,13 @@ RUN_SCHEMA: dict[str, Any] = {
         "faithful": {"type": "boolean", "default": False,
                      "description": "reproduce upstream quirks instead of the intended behaviour"},
         "device": {"type": "string", "default": "auto"},
+        "precision": {"type": "string", "enum": ["auto", "fp32", "bf16"], "default": "auto",
+                      "description": "training forward: bf16 = autocast + channels_last (losses stay fp32); "
+                                     "auto = bf16 on CUDA, fp32 otherwise; the run records the resolved value"},
         "backend": {"type": "string", "enum": ["inprocess", "simulation", "deployment"], "default": "inprocess"},
-        "checkpoint_every": {"type": "integer", "minimum": 1, "default": 1},
+        "checkpoint_every": {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "auto"}], "default": "auto",
+                             "description": "rounds between checkpoints, or auto: time-based, under 2% of the run "
+                                            "(see fedicra.fl.cadence)"},
         "allow_failures": {"type": "boolean", "default": False,
                            "description": "drop a failing site for the round instead of stopping the run"},
         "client_timeout": {"type": ["number", "null"], "default": None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fedicra.fl.client import resolve_device, resolve_precision
 from fedicra.fl.registry import build_method
 from fedicra.fl.server import Federation
 from fedicra.fl.setup import client_keys, load_manifest, make_client
@@ -12,6 +13,8 @@ from fedicra.seeding import apply_threads, seed_everything
 
 def run_experiment(config: dict[str, Any], run_dir: str | Path, transport=None) -> dict[str, Any]:
     """Run (or resume) the experiment; returns the summary written to `run_dir/summary.json`."""
+    # Resolved here, so config.json and summary.json state the precision that was used.
+    config = {**config, "precision": resolve_precision(config.get("precision", "auto"), resolve_device(config["device"]))}
     apply_threads(config)
     seed_everything(config["seed"])
     method = build_method(config)

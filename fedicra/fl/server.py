@@ -17,6 +17,7 @@ from flwr.app import RecordDict
 
 from fedicra.errors import UserError
 from fedicra.fl import outputs, protocol
+from fedicra.fl.cadence import CheckpointCadence
 from fedicra.fl.method import Method
 
 
@@ -76,6 +77,7 @@ class Federation:
         self.elapsed = 0.0       # compute + communication time of all exchanges
         self.rounds_wall = 0.0   # wall time of the round loop in this process, checkpoints included
         self.checkpoint_path = self.run_dir / "checkpoints" / "federation.pt"
+        self.cadence = CheckpointCadence(config["checkpoint_every"])
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> None:
@@ -174,8 +176,8 @@ class Federation:
                                         bytes_down=sum(self.traffic[s]["bytes_down"] for s in replies),
                                         seconds=time.perf_counter() - began)
             self.elapsed += time.perf_counter() - began
-            if round_ % self.config["checkpoint_every"] == 0 or round_ == total:
-                self.save_checkpoint()
+            if self.cadence.due(round_, total):
+                self.cadence.write(self.save_checkpoint)
             self.write_rounds()
             self.rounds_wall += time.perf_counter() - began
             val = [r["mean_dice"] for (rnd, site), r in self.rows.items() if rnd == round_ - 1 and site >= 0
@@ -204,6 +206,7 @@ class Federation:
         summary = {
             "wall_clock_s": self.elapsed,
             "rounds_wall_clock_s": self.rounds_wall,
+            "checkpoint_wall_clock_s": self.cadence.total_cost,
             "peak_rss_mb": outputs.peak_rss_mb(),
             "peak_gpu_mb": outputs.peak_gpu_mb(),
             "rounds": self.config["rounds"],
@@ -230,6 +233,7 @@ def protocol_statement(config: dict[str, Any], method: Method) -> dict[str, Any]
         "validation": f"{config['val_fraction']:.0%} of each site's training cases, full masks, seeded",
         "shared_objective": "partial CE" + (f" + {config['gated_crf']:g} x gated CRF" if config["gated_crf"] else ""),
         "faithful": config["faithful"],
+        "precision": config.get("precision", "fp32"),
         "metric_policy": config["metric_policy"],
         "aggregation_weight": config["aggregation_weight"],
         "backend": config["backend"],

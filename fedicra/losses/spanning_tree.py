@@ -1,10 +1,12 @@
 """Minimum spanning trees of 4-connected pixel grids, rooted at pixel 0 and put in BFS order.
 
 The tree filter (``tree_filter.py``) needs, per image, the MST of the grid whose edge weights are
-squared guide differences, plus a root-to-leaves order. Trees carry no gradient, so they are built
-on the CPU with Numba (Kruskal with a union-find; about 10x faster than scipy's generic sparse-graph
-MST on a grid because the edge list is implicit) in parallel over the batch, then copied to the
-guide's device. ``scipy.sparse.csgraph`` serves as the reference in the tests.
+squared guide differences, plus a root-to-leaves order. Trees carry no gradient. CPU guides use the
+Numba Kruskal below (a union-find; about 10x faster than scipy's generic sparse-graph MST on a grid
+because the edge list is implicit), in parallel over the batch; guides on a GPU use the batched
+torch Boruvka of ``spanning_tree_torch.py`` on the device. Edges are ordered by (float32 weight,
+edge id), so the MST is unique and both builders return the same tree. ``scipy.sparse.csgraph``
+serves as the reference in the tests.
 """
 from __future__ import annotations
 
@@ -137,10 +139,28 @@ def _kruskal_bfs(sorted_keys, width, parent, order, children, depth):
     return taken
 
 
-def build_spanning_forest(guide: torch.Tensor) -> SpanningForest:
-    """MST (weights ||G(u)-G(v)||^2, 4-connectivity) of each image of ``guide`` [B,C,H,W]."""
+BUILDERS = ("auto", "kruskal", "boruvka")
+
+
+def build_spanning_forest(guide: torch.Tensor, builder: str = "auto") -> SpanningForest:
+    """MST (weights ||G(u)-G(v)||^2, 4-connectivity) of each image of ``guide`` [B,C,H,W].
+
+    ``builder``: ``kruskal`` = the Numba CPU code below (fastest on a CPU), ``boruvka`` = batched
+    torch ops on the guide's device (``spanning_tree_torch.py``), ``auto`` = Kruskal for CPU
+    guides, Boruvka for any other device. Both return the same trees (same tie-break).
+    """
     if guide.dim() != 4:
         raise ValueError(f"guide must be [B,C,H,W], got shape {tuple(guide.shape)}")
+    if builder not in BUILDERS:
+        raise ValueError(f"spanning tree builder must be one of {BUILDERS}, got {builder!r}")
+    if builder == "boruvka" or (builder == "auto" and guide.device.type != "cpu"):
+        from fedicra.losses.spanning_tree_torch import build_spanning_forest_torch
+
+        return build_spanning_forest_torch(guide)
+    return _kruskal_forest(guide)
+
+
+def _kruskal_forest(guide: torch.Tensor) -> SpanningForest:
     batch, channels, height, width = guide.shape
     n = height * width
     g = guide.detach().to("cpu", torch.float64).reshape(batch, channels, n).transpose(1, 2)

@@ -121,9 +121,16 @@ def tree_filter(
         )
     if sigma <= 0:
         raise UserError(f"tree_filter: sigma must be positive, got {sigma}")
+    # The filter always runs in (at least) fp32: bf16 path products over ~1,000 tree levels and
+    # bf16 normalisers would be meaningless, and the CPU kernels take fp32/fp64 only.
+    if features.dtype in (torch.float16, torch.bfloat16):
+        features = features.float()
+    if guide.dtype in (torch.float16, torch.bfloat16):
+        guide = guide.float()
     if forest is None:
         forest = build_spanning_forest(guide)
     if not learn_guide:
         guide = guide.detach()
-    w = edge_affinities(guide.to(features.dtype), forest, sigma)
-    return TreeFilterFunction.apply(features, w, forest)
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        w = edge_affinities(guide.to(features.dtype), forest, sigma)
+        return TreeFilterFunction.apply(features, w, forest)
