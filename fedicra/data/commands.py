@@ -88,11 +88,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 50):
         print(summary.to_string(index=False))
     if args.csv is not None:
-        import os
+        from fedicra.atomic import atomic_write
 
-        tmp = args.csv.with_name(f".{args.csv.name}.tmp-{os.getpid()}")
-        summary.to_csv(tmp, index=False)
-        os.replace(tmp, args.csv)
+        atomic_write(args.csv, summary.to_csv(index=False))
     print(f"ok: {args.root} ({manifest.task}, {len(manifest.sites)} sites, "
           f"{int(summary['train'].sum())} train / {int(summary['test'].sum())} test cases)")
     return 0

@@ -20,7 +20,14 @@ from fedicra.seeding import stream
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        from fedicra.errors import UserError
+
+        found = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else \
+            f"no CUDA device (torch {torch.__version__})"
+        raise UserError(f"option device: {name} requested but this machine has {found}; use device=auto or cpu")
+    return device
 
 
 @dataclass
