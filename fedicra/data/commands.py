@@ -66,9 +66,20 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_figure_labels)
 
 
+MAX_SIZE = 4096  # image side; larger datasets do not fit in memory the way sites are loaded
+
+
+def check_size(size: int) -> None:
+    from fedicra.data.errors import DataError
+
+    if not 16 <= size <= MAX_SIZE:
+        raise DataError(f"--size {size}: expected an image side of 16 to {MAX_SIZE} pixels")
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from fedicra.data.synth import synthesize
 
+    check_size(args.size)
     start = time.perf_counter()
     manifest = synthesize(args.task, args.out, size=args.size, seed=args.seed, scale=args.scale, cases=args.cases,
                           force=args.force, name=args.name, preview=args.preview)
@@ -99,6 +110,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from fedicra.data.importer import import_pngs
 
+    check_size(args.size)
     manifest = import_pngs(args.images, args.masks, args.out, args.task, site_patterns=args.site_pattern,
                            size=args.size, test_fraction=args.test_fraction, seed=args.seed,
                            mask_colors=args.mask_colors, site_labels=args.site_label, name=args.name,
