@@ -248,14 +248,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
     try:
         snap = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: refused to load: not a checkpoint of tensors and plain values "
-                        f"({reason[:160]}); delete it to start over") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
-        reason = " ".join(str(err).split())[:160] or type(err).__name__
-        raise UserError(f"{path}: checkpoint is unreadable (truncated or not a checkpoint: {reason}); "
-                        "delete it to start over") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        # UnpicklingError: garbage, or a pickle that asks for anything but tensors (it is never run)
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+        raise UserError(f"{path}: cannot resume from this file: not a readable checkpoint of tensors and plain "
+                        f"values ({type(err).__name__}: {reason}); delete it to start over") from None
     if not isinstance(snap, dict) or any(k not in snap for k in CHECKPOINT_KEYS) or not isinstance(snap["config"], dict):
         raise UserError(f"{path}: not a fedicra federation checkpoint; delete it to start over")
     return snap
