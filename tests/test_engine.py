@@ -206,3 +206,17 @@ def test_val_fraction_zero_and_one_training_case_per_site_finish(tmp_path):
         if fraction == 0.0:
             assert summary["protocol"]["selection"] == ["last"]
             assert "none (val_fraction 0)" in summary["protocol"]["validation"]
+
+
+def test_named_random_streams_are_independent_and_repeatable(tiny_faz):
+    import numpy as np
+
+    from fedicra.seeding import Stream, stream
+
+    draws = {name: stream(3, name, 1, 0).integers(2**32, size=4).tolist() for name in Stream}
+    assert len({tuple(v) for v in draws.values()}) == len(Stream)
+    assert stream(3, Stream.ALA, 1, 0).integers(2**32, size=4).tolist() == draws[Stream.ALA]
+    client = make_client(tiny_config(tiny_faz), get_method("fedavg")({}), 0)
+    training = client.batch(0)["image"]
+    assert not np.array_equal(client.batch(0, phase=Stream.ALA)["image"].numpy(), training.numpy())
+    assert np.array_equal(client.batch(0)["image"].numpy(), training.numpy())
