@@ -1,15 +1,11 @@
 """No workflow config value is ever a command: hostile values (quotes, `$(...)`, `;`, spaces,
 apostrophes) in every field that reaches a rule's shell either work as plain text or fail at parse
 time in one line, and nothing they spell is executed."""
-import subprocess
-import time
-
 import numpy as np
 import pytest
 import yaml
 
-from fedicra.report.fake_runs import write_fake_benchmark
-from test_workflow import REPO, snakemake
+from test_workflow import REPO, fake_smoke_results, snakemake
 
 HOSTILE = "it's $(touch PWNED) `touch PWNED` ; touch PWNED"
 
@@ -64,20 +60,7 @@ def test_hostile_values_in_data_rules_are_plain_text(tmp_path):
 def test_hostile_title_and_results_dir_in_report_rules(tmp_path):
     """The report rules for real (training faked) with a title and a results_dir that are shell syntax."""
     results_dir = f"res ults {HOSTILE}"
-    results = tmp_path / results_dir
-    (results / "data" / "smoke-faz").mkdir(parents=True)
-    (results / "data" / "smoke-faz" / "dataset.json").write_text("{}")
-    (results / "checks").mkdir()
-    (results / "checks" / "smoke-faz.txt").write_text("ok\n")
-    plan = {("smoke-faz", a, m): q for a in ("upstream", "scribble")
-            for m, q in (("fedavg", 0.6), ("fedbn", 0.65), ("local", 0.5), ("fedicra", 0.8),
-                         ("fedicra-no_contrastive", 0.7))}
-    for (dataset, assignment, method) in plan:
-        cfg = results / "configs" / dataset / assignment / method / "seed0.yaml"
-        cfg.parent.mkdir(parents=True, exist_ok=True)
-        cfg.write_text("fake: true\n")
-    time.sleep(0.05)
-    write_fake_benchmark(results, plan, seeds=(0,), num_sites=3, cases_per_site=4, img_size=12)
+    fake_smoke_results(tmp_path / results_dir)
     title = f"Alice's benchmark {HOSTILE}"
     config = _config(tmp_path, results_dir=results_dir, report={"title": title})
     result = snakemake(tmp_path, "--cores", "2", "--configfile", config)

@@ -113,10 +113,9 @@ def test_config_schema_fills_defaults_and_rejects_bad_values():
             validate(bad, schema)
 
 
-@pytest.mark.slow
-def test_aggregation_and_html_report_run_for_real(tmp_path):
-    """Training outputs are faked (contract-conforming run directories); everything after them runs."""
-    results = tmp_path / "results" / "smoke"
+def fake_smoke_results(results: Path) -> None:
+    """The smoke grid's data, checks and run directories, faked (contract-conforming), so that only the
+    rules after training have work to do."""
     (results / "data" / "smoke-faz").mkdir(parents=True)
     (results / "data" / "smoke-faz" / "dataset.json").write_text("{}")
     (results / "checks").mkdir()
@@ -130,6 +129,12 @@ def test_aggregation_and_html_report_run_for_real(tmp_path):
         cfg.write_text("fake: true\n")
     time.sleep(0.05)
     write_fake_benchmark(results, plan, seeds=(0,), num_sites=3, cases_per_site=4, img_size=12)
+
+
+@pytest.mark.slow
+def test_aggregation_and_html_report_run_for_real(tmp_path):
+    """Training outputs are faked (contract-conforming run directories); everything after them runs."""
+    fake_smoke_results(tmp_path / "results" / "smoke")
     config = str(REPO / "config/smoke.yaml")
     result = snakemake(tmp_path, "--cores", "2", "--configfile", config)
     assert result.returncode == 0, result.stderr[-3000:]
