@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from fedicra.errors import UserError
+from fedicra.errors import run_cli
 
 # (module, one-line help) for every command group; each module defines `register(subparsers)`.
 COMMAND_MODULES = (
@@ -34,20 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        result = args.func(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # output piped into `head` and closed early
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-    return int(result or 0)
+    return run_cli(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedicra.errors import UserError
+from fedicra.errors import UserError, run_cli
 
 
 @dataclass(frozen=True)
@@ -160,12 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock-dir", default=None, help=f"lock folder (default {default_lock_dir()})")
     parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds of waiting")
     args = parser.parse_args(options)
-    try:
-        allocator = SlotAllocator(parse_gpus(args.gpus), args.runs_per_gpu, args.lock_dir)
-        return run_in_slot(command, allocator, args.timeout)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: run_in_slot(command, SlotAllocator(parse_gpus(args.gpus), args.runs_per_gpu, args.lock_dir),
+                                        args.timeout))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Seeds, random streams and thread counts of a process. Every random draw in a run comes from a stream named by integers
-(seed, site, step, ...), so a run resumed from a checkpoint draws exactly what it would have drawn."""
+"""Seeds, random streams and thread counts of a process. Every random draw in a run comes from a named
+stream keyed by integers (seed, stream name, site, epoch, ...), so a run resumed from a checkpoint draws
+exactly what it would have drawn, and draws of one kind never shift those of another."""
 from __future__ import annotations
 
+import enum
 import random
 
 import numpy as np
@@ -18,9 +20,19 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.deterministic = True
 
 
-def stream(*keys: int) -> np.random.Generator:
-    """An independent numpy generator for the given integer keys (e.g. seed, site, epoch)."""
-    return np.random.default_rng([int(k) & 0xFFFFFFFF for k in keys])
+class Stream(enum.IntEnum):
+    """The named random streams of a run (they replace magic epoch offsets such as `1 << 30`)."""
+
+    TRAINING = 1          # batch order and augmentation of the local training steps
+    TORCH = 2             # a client's torch generator (dropout)
+    ALA = 3               # batches of FedALA's adaptive aggregation epochs
+    PRETRAINING = 4       # batches of FedAP's pooled pre-training
+    STATISTICS = 5        # batches of FedAP's BatchNorm statistics pass
+
+
+def stream(seed: int, name: Stream, *keys: int) -> np.random.Generator:
+    """An independent numpy generator of stream `name` for the run seed and further keys (site, epoch, ...)."""
+    return np.random.default_rng([int(k) & 0xFFFFFFFF for k in (seed, Stream(name), *keys)])
 
 
 def apply_threads(config: dict) -> None:

@@ -32,10 +32,9 @@ import torch
 from fedicra.errors import UserError
 from fedicra.fl.method import Method, weighted_average
 from fedicra.fl.registry import register
+from fedicra.seeding import Stream  # pre-training and statistics batches: their own streams
 
 BATCHNORM = torch.nn.modules.batchnorm._BatchNorm
-PRETRAIN_EPOCH_OFFSET = 1 << 29   # pre-training batches: seeded, independent of the training epochs
-STATS_EPOCH_OFFSET = 1 << 28      # the statistics epoch
 
 
 def encoder_batchnorms(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -62,7 +61,7 @@ def bn_input_statistics(client, model: torch.nn.Module, faithful: bool = False) 
     try:
         with torch.no_grad():
             for position in range(client.batches_per_epoch):
-                batch = client.batch(STATS_EPOCH_OFFSET * client.batches_per_epoch + position)
+                batch = client.batch(position, phase=Stream.STATISTICS)
                 model(batch["image"])
     finally:
         for handle in handles:
@@ -151,7 +150,7 @@ class FedAP(Method):
         steps, total = self.hp["pretrain_steps"], 0.0
         with client.random_state():
             for i in range(steps):
-                batch = client.batch(PRETRAIN_EPOCH_OFFSET * client.batches_per_epoch + i)
+                batch = client.batch(i, phase=Stream.PRETRAINING)
                 loss = partial_cross_entropy(model(batch["image"])["logits"], batch["label"],
                                              ignore_index=client.manifest.num_classes)
                 optimizer.zero_grad(set_to_none=True)

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -120,9 +121,102 @@ def test_config_errors_are_one_line(tiny_faz, tmp_path):
     assert not (tmp_path / "o" / "summary.json").exists()
 
 
-def test_resume_refuses_a_different_config(tiny_faz, tmp_path):
+def _files(root):
+    return {p.relative_to(root): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def test_resume_refuses_a_different_config_and_leaves_the_record_whole(tiny_faz, tmp_path):
     from fedicra.fl.runner import run_experiment
 
     run_experiment(tiny_config(tiny_faz, rounds=1), tmp_path)
+    before = _files(tmp_path)
     with pytest.raises(UserError, match="different configuration"):
         run_experiment(tiny_config(tiny_faz, rounds=1, lr=0.5), tmp_path)
+    (tmp_path / "summary.json").unlink()   # interrupted before the end: the checkpoint check refuses it
+    del before[Path("summary.json")]
+    with pytest.raises(UserError, match="different configuration"):
+        run_experiment(tiny_config(tiny_faz, rounds=1, lr=0.5), tmp_path)
+    assert _files(tmp_path) == before, "a refused resume touched the run directory (config.json?)"
+
+
+def test_a_complete_run_reinvoked_says_so_and_rewrites_nothing(tiny_faz, tmp_path, capsys):
+    from fedicra.cli import main
+
+    args = ["run", "-o", str(tmp_path / "run"), *(f"--set={k}={v}" for k, v in (
+        ("dataset", tiny_faz), ("method", "fedavg"), ("sites", "[0, 1]"), ("rounds", 1), ("local_steps", 1),
+        ("batch_size", 2), ("progress", "false")))]
+    assert main(args) == 0
+    before = _files(tmp_path / "run")
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert _files(tmp_path / "run") == before
+
+
+def test_stale_temporaries_go_and_outputs_follow_the_umask(tiny_faz, tmp_path):
+    import os
+
+    from fedicra.fl.runner import run_experiment
+
+    stale = tmp_path / "checkpoints" / ".federation.pt.k3j2.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"x" * 1000)   # what a writer killed mid-checkpoint leaves
+    old = os.umask(0o022)
+    try:
+        run_experiment(tiny_config(tiny_faz, rounds=1, local_steps=1), tmp_path)
+    finally:
+        os.umask(old)
+    assert not stale.exists()
+    for name in ("config.json", "summary.json", "cases.csv", "checkpoints/federation.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_a_second_run_on_the_same_out_fails_in_one_line(tiny_faz, tmp_path):
+    """Two processes: a run holding the folder's lock, and a second `fedicra run` on the same --out."""
+    config = {"dataset": str(tiny_faz), "method": "fedavg", "sites": [0, 1], "rounds": 30, "local_steps": 2,
+              "batch_size": 2, "progress": False}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    first = _cli(["run", "-c", str(path), "-o", str(tmp_path / "out")])
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "out" / "config.json").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        second = _cli(["run", "-c", str(path), "-o", str(tmp_path / "out")])
+        output = second.communicate(timeout=120)[0]
+    finally:
+        first.kill()
+        first.wait()
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert second.returncode == 2 and len(lines) == 1, output
+    assert "another fedicra run is writing this run directory" in lines[0]
+
+
+def test_val_fraction_zero_and_one_training_case_per_site_finish(tmp_path):
+    from fedicra.data.synth import synthesize
+    from fedicra.fl.runner import run_experiment
+
+    root = tmp_path / "one"
+    synthesize("faz", root, size=32, seed=0, cases=1)   # 16 px: a 1x1 bottleneck, BatchNorm needs batch > 1
+    for fraction in (0.0, 0.2):   # 0.2 of one case is no case either: `last` is the only selection
+        out = tmp_path / f"run{fraction}"
+        summary = run_experiment(tiny_config(root, rounds=2, local_steps=1, val_fraction=fraction), out)
+        cases = pd.read_csv(out / "cases.csv")
+        assert set(cases["selection"]) == {"last"} and set(cases["site"]) == {0, 1}
+        if fraction == 0.0:
+            assert summary["protocol"]["selection"] == ["last"]
+            assert "none (val_fraction 0)" in summary["protocol"]["validation"]
+
+
+def test_named_random_streams_are_independent_and_repeatable(tiny_faz):
+    import numpy as np
+
+    from fedicra.seeding import Stream, stream
+
+    draws = {name: stream(3, name, 1, 0).integers(2**32, size=4).tolist() for name in Stream}
+    assert len({tuple(v) for v in draws.values()}) == len(Stream)
+    assert stream(3, Stream.ALA, 1, 0).integers(2**32, size=4).tolist() == draws[Stream.ALA]
+    client = make_client(tiny_config(tiny_faz), get_method("fedavg")({}), 0)
+    training = client.batch(0)["image"]
+    assert not np.array_equal(client.batch(0, phase=Stream.ALA)["image"].numpy(), training.numpy())
+    assert np.array_equal(client.batch(0)["image"].numpy(), training.numpy())

@@ -132,8 +132,12 @@ def test_loopback_flower_path_matches_inprocess_and_keeps_fedbn_personal(referen
     state = context_from_proto(grid.contexts[13]).state
     assert "fedicra" in state and len(state["fedicra"]["snapshot"]) > 0
 
-    # Personal state is on the nodes, so the server checkpoint cannot resume the run.
+    # A finished run is not run again; an unfinished one cannot resume from the server checkpoint,
+    # because the personal state is on the nodes.
     again = LoopbackGrid(flower_app.client_app, {1: {"site": "0"}, 2: {"site": "1"}})
+    assert flower_app.serve(again, config, tmp_path) == json.loads((tmp_path / "summary.json").read_text())
+    assert not [m for _, m, _ in again.log if m.metadata.message_type == "train"]
+    (tmp_path / "summary.json").unlink()
     with pytest.raises(UserError, match="cannot resume from the server checkpoint"):
         flower_app.serve(again, config, tmp_path)
 

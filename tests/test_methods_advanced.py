@@ -17,6 +17,7 @@ from fedicra.fl.registry import build_method, load_methods
 from fedicra.fl.runner import run_experiment
 from fedicra.fl.server import Reply, ServerState
 from fedicra.fl.setup import make_client
+from fedicra.seeding import Stream
 
 ADVANCED = {
     "fedala": {"skip_iters": 0, "max_start_epochs": 2, "window": 1},
@@ -193,7 +194,7 @@ def test_fedap_bn_statistics_intended_pool_pixels_faithful_averages_batches(faz_
     conv = client.model.encoder.in_conv.conv_conv[0]
     client.model.eval()
     with torch.no_grad():
-        outputs = [conv(client.batch(fedap.STATS_EPOCH_OFFSET * client.batches_per_epoch + p)["image"]).double()
+        outputs = [conv(client.batch(p, phase=Stream.STATISTICS)["image"]).double()
                    for p in range(client.batches_per_epoch)]
     assert len(outputs) == 2
     pooled = torch.cat([o.transpose(0, 1).reshape(o.shape[1], -1) for o in outputs], dim=1)

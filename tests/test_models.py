@@ -5,6 +5,7 @@ import torch
 from fedicra.errors import UserError
 from fedicra.models import (
     MODEL_NAMES,
+    UNet,
     aux_head_parameter_names,
     batchnorm_state_names,
     build_model,
@@ -14,8 +15,7 @@ from fedicra.models import (
 
 LC_MODELS = ("unet_lc", "unet_lc_multihead")
 # relative size (fraction of H) of each aux output, per model
-AUX_SCALES = {"unet": [], "unet_head": [4], "unet_multihead": [4, 2, 1], "unet_lc": [4],
-              "unet_lc_multihead": [4, 2, 1]}
+AUX_SCALES = {"unet": [], "unet_lc": [4], "unet_lc_multihead": [4, 2, 1]}
 
 
 def _check_shapes(out, name, size, classes):
@@ -89,7 +89,7 @@ def test_faithful_pcs_is_unregistered_frozen_and_reproducible():
     torch.manual_seed(7)
     faithful = build_model("unet_lc_multihead", 1, 2, num_sites=5, faithful=True).state_dict()
     torch.manual_seed(7)
-    plain = build_model("unet_multihead", 1, 2).state_dict()
+    plain = UNet(1, 2, aux_heads={"dsn_head1": 2, "dsn_head2": 3, "dsn_head3": 4}).state_dict()
     assert faithful.keys() == plain.keys()
     assert all(torch.equal(faithful[k], plain[k]) for k in plain)
 
@@ -144,7 +144,7 @@ def test_default_site_is_used():
 
 
 def test_bad_input_raises_user_error():
-    with pytest.raises(UserError, match="unknown; valid models: unet, unet_head"):
+    with pytest.raises(UserError, match="unknown; valid models: unet, unet_lc"):
         build_model("resnet", 1, 2)
     with pytest.raises(UserError, match="site=5"):
         build_model("unet_lc", 1, 2, num_sites=5, site=5)

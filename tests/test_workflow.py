@@ -107,16 +107,15 @@ def test_config_schema_fills_defaults_and_rejects_bad_values():
     validate(config, schema)
     assert config["reports_dir"] == "reports" and config["report"]["selection"] == "best_val"
     assert config["gpus"]["runs_per_gpu"] == 1 and config["variants"] == {}
-    for key, value in (("assignments", ["sideways"]), ("seeds", [-1]), ("methods", [])):
+    for key, value in (("seeds", [-1]), ("methods", []), ("name", "a b")):
         bad = {**yaml.safe_load((REPO / "config/smoke.yaml").read_text()), key: value}
         with pytest.raises(WorkflowError):
             validate(bad, schema)
 
 
-@pytest.mark.slow
-def test_aggregation_and_html_report_run_for_real(tmp_path):
-    """Training outputs are faked (contract-conforming run directories); everything after them runs."""
-    results = tmp_path / "results" / "smoke"
+def fake_smoke_results(results: Path) -> None:
+    """The smoke grid's data, checks and run directories, faked (contract-conforming), so that only the
+    rules after training have work to do."""
     (results / "data" / "smoke-faz").mkdir(parents=True)
     (results / "data" / "smoke-faz" / "dataset.json").write_text("{}")
     (results / "checks").mkdir()
@@ -130,6 +129,12 @@ def test_aggregation_and_html_report_run_for_real(tmp_path):
         cfg.write_text("fake: true\n")
     time.sleep(0.05)
     write_fake_benchmark(results, plan, seeds=(0,), num_sites=3, cases_per_site=4, img_size=12)
+
+
+@pytest.mark.slow
+def test_aggregation_and_html_report_run_for_real(tmp_path):
+    """Training outputs are faked (contract-conforming run directories); everything after them runs."""
+    fake_smoke_results(tmp_path / "results" / "smoke")
     config = str(REPO / "config/smoke.yaml")
     result = snakemake(tmp_path, "--cores", "2", "--configfile", config)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -157,3 +162,33 @@ def test_smoke_workflow_runs_end_to_end(tmp_path):
     assert len(runs) == 10
     again = snakemake(tmp_path, "--cores", "2", "--configfile", config)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_train_blocks_take_every_run_option_and_are_checked_against_the_run_schema(tmp_path):
+    """`train:` is the run schema (no whitelist, no second defaults); methods are checked at parse time."""
+    from fedicra.errors import UserError
+    from fedicra.workflow_config import workflow_errors
+
+    config = {"datasets": {"d": {"source": "synth", "task": "faz", "size": 32}}, "methods": ["fedprox"]}
+    ok = {"select_on_test": True, "gated_crf": 0.1, "lr": 1e-3, "threads": 1}
+    workflow_errors(config, {"d": ok}, {"fedprox": ("fedprox", {"mu": 0.01})})
+    bad = [({"d": {"lr": float("nan")}}, {}, "datasets.d.train: option lr: must be a finite number"),
+           ({"d": {"rounds": 0}}, {}, "datasets.d.train: option rounds"),
+           ({"d": {"dataset": "x"}}, {}, "'dataset' was unexpected"),
+           ({"d": {}}, {"nosuch": ("nosuch", {})}, "methods: nosuch: method 'nosuch' is unknown"),
+           ({"d": {}}, {"fedprox": ("fedprox", {"mu2": 1.0})}, "has no parameter 'mu2'")]
+    for trains, methods, message in bad:
+        with pytest.raises(UserError, match=re.escape(message)):
+            workflow_errors(config, trains, methods)
+    with pytest.raises(UserError, match="assignments: 'sideways' is not an annotation assignment"):
+        workflow_errors({**config, "assignments": ["sideways"]}, {}, {})
+    # scientific notation (a string to Snakemake's YAML 1.1 reader) is a number, as in `fedicra run`
+    extra = tmp_path / "sci.yaml"
+    extra.write_text("train: {lr: 1e-3, select_on_test: true}\nvariants: {fedicra-x: {method: fedicra, "
+                     "method_params: {nosuch: 1}}}\n")
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/smoke.yaml"), str(extra))
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and "variants.fedicra-x" in lines[0], lines
+    extra.write_text("train: {lr: 1e-3, select_on_test: true}\n")
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/smoke.yaml"), str(extra))
+    assert result.returncode == 0, result.stderr[-2000:]

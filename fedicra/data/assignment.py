@@ -16,6 +16,10 @@ import numpy as np
 from fedicra.data.errors import DataError
 from fedicra.data.manifest import FULL_LABEL, LABEL_KINDS, Manifest
 
+# The grammar of assignment names, once: the run schema, the workflow schema check and the
+# workflow's wildcard constraint all use ASSIGNMENT_PATTERN.
+ASSIGNMENT_REGEX = "|".join(["upstream", FULL_LABEL, *LABEL_KINDS, r"rotate[0-9]+", r"random[0-9]+"])
+ASSIGNMENT_PATTERN = f"^({ASSIGNMENT_REGEX})$"
 _PATTERN = re.compile(r"^(rotate|random)(\d+)$")
 NAMES_HELP = f"upstream, {FULL_LABEL}, {', '.join(LABEL_KINDS)}, rotate<k>, random<seed>"
 

@@ -66,9 +66,20 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_figure_labels)
 
 
+MAX_SIZE = 4096  # image side; larger datasets do not fit in memory the way sites are loaded
+
+
+def check_size(size: int) -> None:
+    from fedicra.data.errors import DataError
+
+    if not 16 <= size <= MAX_SIZE:
+        raise DataError(f"--size {size}: expected an image side of 16 to {MAX_SIZE} pixels")
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from fedicra.data.synth import synthesize
 
+    check_size(args.size)
     start = time.perf_counter()
     manifest = synthesize(args.task, args.out, size=args.size, seed=args.seed, scale=args.scale, cases=args.cases,
                           force=args.force, name=args.name, preview=args.preview)
@@ -88,11 +99,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 50):
         print(summary.to_string(index=False))
     if args.csv is not None:
-        import os
+        from fedicra.atomic import atomic_write
 
-        tmp = args.csv.with_name(f".{args.csv.name}.tmp-{os.getpid()}")
-        summary.to_csv(tmp, index=False)
-        os.replace(tmp, args.csv)
+        atomic_write(args.csv, summary.to_csv(index=False))
     print(f"ok: {args.root} ({manifest.task}, {len(manifest.sites)} sites, "
           f"{int(summary['train'].sum())} train / {int(summary['test'].sum())} test cases)")
     return 0
@@ -101,6 +110,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from fedicra.data.importer import import_pngs
 
+    check_size(args.size)
     manifest = import_pngs(args.images, args.masks, args.out, args.task, site_patterns=args.site_pattern,
                            size=args.size, test_fraction=args.test_fraction, seed=args.seed,
                            mask_colors=args.mask_colors, site_labels=args.site_label, name=args.name,

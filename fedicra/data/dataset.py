@@ -1,5 +1,6 @@
 """One site's cases as a PyTorch dataset: `train` (sparse labels), `val` (held-out training cases with
 full masks) and `test` (full masks). Datasets here are small, so everything is loaded at construction.
+Augmentation is not done here: the client draws it per step from its named random stream.
 
 Upstream has no validation split and selects models on the test set (quirk 7); `val` is a seeded part of
 the training cases, never seen in training, scored with their full `mask`.
@@ -10,9 +11,8 @@ import os
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
-from fedicra.data.augment import augment as augment_pair
 from fedicra.data.errors import DataError
 from fedicra.data.layout import list_cases, read_case
 from fedicra.data.manifest import FULL_LABEL, Manifest, check_label_kind
@@ -35,7 +35,7 @@ def train_val_split(cases: list, val_fraction: float, seed: int, site: int) -> t
 
 class SiteDataset(Dataset):
     def __init__(self, root: str | os.PathLike, manifest: Manifest, site: int, split: str, label: str = FULL_LABEL,
-                 augment: bool = False, val_fraction: float = 0.2, seed: int = 0):
+                 val_fraction: float = 0.2, seed: int = 0):
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
         check_label_kind(label, "label")
@@ -44,48 +44,28 @@ class SiteDataset(Dataset):
         self.site_name = manifest.sites[self.site].name
         self.split = split
         self.label_kind = label if split == "train" else FULL_LABEL
-        self.augment = augment
-        self.image_fill = manifest.preset.image_fill
-        self.label_fill = manifest.unlabeled
 
         if split == "test":
             paths = list_cases(root, manifest, self.site, "test")
         else:
             train, val = train_val_split(list_cases(root, manifest, self.site, "train"), val_fraction, seed, self.site)
             paths = train if split == "train" else val
-        if not paths:
-            raise DataError(f"site {self.site_name}: the {split} split is empty "
-                            f"({'too few training cases or val_fraction=0' if split == 'val' else 'no cases'})")
-        images, labels = [], []
-        for path in paths:
-            arrays = read_case(path, manifest, keys=("image", self.label_kind))
-            images.append(arrays["image"])
-            labels.append(arrays[self.label_kind])
-        self.images = np.stack(images)
-        self.labels = np.stack(labels)
+        # An empty validation split is allowed (val_fraction 0, or a site with one training case):
+        # that site then has no best-on-validation selection, only `last`.
+        if not paths and split != "val":
+            raise DataError(f"site {self.site_name}: the {split} split is empty (no cases)")
+        arrays = [read_case(path, manifest, keys=("image", self.label_kind)) for path in paths]
+        self.images = np.stack([a["image"] for a in arrays]) if arrays else np.zeros((0,), np.float32)
+        self.labels = np.stack([a[self.label_kind] for a in arrays]) if arrays else np.zeros((0,), np.uint8)
         self.cases = [p.stem for p in paths]
-        self.rng = np.random.default_rng([seed, self.site, 1])
-
-    def reseed(self, seed: int) -> None:
-        """New augmentation stream (called per DataLoader worker by `seed_worker`)."""
-        self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.cases)
 
     def __getitem__(self, index: int) -> dict:
         image, label = self.images[index], self.labels[index]
-        if self.augment:
-            image, label = augment_pair(image, label, self.rng, self.image_fill, self.label_fill)
         return {
             "image": torch.from_numpy(np.array(image, dtype=np.float32)),
             "label": torch.from_numpy(label.astype(np.int64)),
             "case": self.cases[index],
         }
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: each worker's augmentation follows the loader's (seeded) base seed."""
-    info = get_worker_info()
-    if info is not None and isinstance(info.dataset, SiteDataset):
-        info.dataset.reseed(info.seed)

@@ -23,15 +23,14 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    from fedicra.atomic import atomic_path
+
     try:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def _outline(ax, mask: np.ndarray, num_classes: int) -> None:

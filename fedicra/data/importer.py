@@ -20,6 +20,7 @@ from fedicra.data.sparse import make_sparse_labels
 from fedicra.data.staging import check_target, staging_folder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MAX_SOURCE_PIXELS = 8192 * 8192   # larger sources are refused before decoding (memory), with one line
 ATTRIBUTION_GLOBS = ("NOTICE*", "LICENSE*", "LICENCE*")
 
 
@@ -70,9 +71,25 @@ def parse_mask_colors(specs: list[str] | None, num_classes: int) -> dict[tuple[i
 
 
 # --- reading one pair -------------------------------------------------------------------------
+def _pixel_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding; refuses an oversized image."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: cannot read image: {' '.join(str(err).split())[:200]}") from None
+    if width * height > MAX_SOURCE_PIXELS:
+        raise DataError(f"{path}: image is {width}x{height} pixels; at most {MAX_SOURCE_PIXELS} pixels "
+                        "(8192x8192) are accepted")
+    return width, height
+
+
 def _open(path: Path) -> np.ndarray:
     from PIL import Image
 
+    _pixel_size(path)
     try:
         with Image.open(path) as img:
             img.load()
@@ -203,6 +220,10 @@ def import_pngs(images: str | os.PathLike, masks: str | os.PathLike, out: str | 
     manifest = Manifest.for_task(task, name or out.name, site_names, img_size=size)
     manifest.sites = [type(s)(s.name, labels.get(s.name, s.label)) for s in manifest.sites]
     pairs = {p: _find_mask(p, masks) for p in files}  # fail on a missing mask before writing anything
+    for image, mask in pairs.items():   # ... and on a mask that does not cover its image
+        if _pixel_size(image) != _pixel_size(mask):
+            (iw, ih), (mw, mh) = _pixel_size(image), _pixel_size(mask)
+            raise DataError(f"{mask}: mask is {mw}x{mh} pixels but its image {image.name} is {iw}x{ih}")
 
     with staging_folder(out, force) as tmp:
         for site_index, (site, paths) in enumerate(by_site.items()):

@@ -105,15 +105,11 @@ def write_case(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Write one case atomically with byte-reproducible HDF5 (no timestamps, fixed compression)."""
     import h5py
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w", track_order=False) as f:
-            for key, value in arrays.items():
-                f.create_dataset(key, data=value, track_times=False, **_COMPRESSION)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from fedicra.atomic import atomic_path
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=False) as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value, track_times=False, **_COMPRESSION)
 
 
 # --- checksums ------------------------------------------------------------------------------
@@ -132,10 +128,10 @@ def write_checksums(root: str | os.PathLike) -> Path:
     """`sha256sum`-compatible list of every case file and the manifest."""
     root = Path(root)
     lines = [f"{_sha256(p)}  {p.relative_to(root).as_posix()}\n" for p in _checksummed_files(root)]
+    from fedicra.atomic import atomic_write
+
     path = root / CHECKSUM_FILE
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(lines))
-    os.replace(tmp, path)
+    atomic_write(path, "".join(lines))
     return path
 
 

@@ -235,6 +235,6 @@ def _first_image_size(root: Path, site_names: list[str]) -> int | None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from fedicra.atomic import atomic_write
+
+    atomic_write(path, text)

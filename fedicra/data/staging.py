@@ -12,8 +12,12 @@ from fedicra.data.errors import DataError
 
 
 def check_target(out: Path, force: bool) -> None:
-    if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
+    occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    if occupied and not force:
         raise DataError(f"{out}: output folder exists and is not empty (use --force to replace it)")
+    # --force replaces a dataset, never an arbitrary folder a typo pointed at
+    if occupied and not (out / "dataset.json").is_file():
+        raise DataError(f"{out}: --force replaces only a dataset folder (with dataset.json); this folder is not one")
     if out.parent.exists() and not out.parent.is_dir():
         raise DataError(f"{out.parent}: is not a folder")
 

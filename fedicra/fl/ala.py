@@ -30,10 +30,7 @@ import torch
 
 from fedicra.errors import UserError
 from fedicra.fl.method import load_shared
-
-# ALA epochs use client.batch(step) with epochs starting here, so their permutations and augmentation
-# draws never coincide with the training epochs (which count up from 0).
-ALA_EPOCH_OFFSET = 1 << 30
+from fedicra.seeding import Stream  # ALA epochs draw their batches from their own stream
 STATE_KEY = "ala"
 
 
@@ -136,7 +133,7 @@ class AdaptiveAggregation:
         per_epoch = client.batches_per_epoch
         loss_value = float("nan")
         for position in range(per_epoch):
-            batch = client.batch((ALA_EPOCH_OFFSET + st["epochs"]) * per_epoch + position)
+            batch = client.batch(st["epochs"] * per_epoch + position, phase=Stream.ALA)
             for n in names:
                 temp_params[n].grad = None
             output = temp(batch["image"], aux=False)

@@ -14,13 +14,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedicra.seeding import stream
+from fedicra.seeding import Stream, stream
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        from fedicra.errors import UserError
+
+        found = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else \
+            f"no CUDA device (torch {torch.__version__})"
+        raise UserError(f"option device: {name} requested but this machine has {found}; use device=auto or cpu")
+    return device
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -84,7 +91,7 @@ class Client:
         client = cls(key=key, config=config, manifest=manifest, method=method, data=data,
                      model=model, device=device, precision=precision)
         method.bind(model)
-        generator = torch.Generator().manual_seed(int(stream(config["seed"], 7919, key).integers(2**62)))
+        generator = torch.Generator().manual_seed(int(stream(config["seed"], Stream.TORCH, key).integers(2**62)))
         client.rng_state = generator.get_state()
         method.init_client(client)
         return client
@@ -105,22 +112,23 @@ class Client:
             index -= len(d.train)
         raise IndexError(index)
 
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
-        """The batch of local step `step`: a seeded permutation per epoch, no drop_last, as upstream.
+    def batch(self, step: int, phase: Stream = Stream.TRAINING) -> dict[str, torch.Tensor]:
+        """The batch of step `step` of `phase`: a seeded permutation per epoch, no drop_last, as upstream.
 
-        Batches and augmentations depend only on (seed, client, step), never on history, so a run
-        resumed from a checkpoint sees exactly the batches it would have seen.
+        Batches and augmentations depend only on (seed, phase, client, step), never on history, so a run
+        resumed from a checkpoint sees exactly the batches it would have seen; a method's extra passes
+        (ALA, pre-training) draw from their own stream and leave the training batches unchanged.
         """
         from fedicra.data.augment import augment
 
         n, size = self.train_cases, self.config["batch_size"]
         epoch, position = divmod(step, self.batches_per_epoch)
-        order = stream(self.config["seed"], self.key, epoch).permutation(n)
+        order = stream(self.config["seed"], phase, self.key, epoch).permutation(n)
         images, labels = [], []
         for index in order[position * size:(position + 1) * size]:
             image, label = self._train_arrays(int(index))
             if self.config["augment"]:
-                image, label = augment(image, label, stream(self.config["seed"], self.key, epoch, int(index)),
+                image, label = augment(image, label, stream(self.config["seed"], phase, self.key, epoch, int(index)),
                                        image_fill=self.manifest.preset.image_fill,
                                        label_fill=self.manifest.unlabeled)
             images.append(torch.from_numpy(np.array(image, dtype=np.float32)))

@@ -76,7 +76,8 @@ def _snapshot_bytes(client) -> bytes:
 def _restore(client, blob: bytes) -> None:
     import torch
 
-    client.restore(torch.load(io.BytesIO(blob), map_location=client.device, weights_only=False))
+    # tensors and plain containers only: a node's state never unpickles code
+    client.restore(torch.load(io.BytesIO(blob), map_location=client.device, weights_only=True))
 
 
 def handle_train(content: RecordDict, context: Context) -> RecordDict:
@@ -226,23 +227,16 @@ def _reason(reply: Message) -> str:
 def serve(grid: Grid, config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The ServerApp's body: the same Federation loop as the in-process backend, over the Grid."""
     from fedicra.fl import outputs
-    from fedicra.fl.registry import build_method
-    from fedicra.fl.server import Federation
-    from fedicra.fl.setup import client_keys, load_manifest
-    from fedicra.seeding import seed_everything
+    from fedicra.fl.setup import assemble
 
     run_dir = Path(run_dir)
     error_file = run_dir / ERROR_FILE
     error_file.unlink(missing_ok=True)
     try:
-        apply_threads(config)
-        seed_everything(config["seed"])
-        method = build_method(config)
-        manifest = load_manifest(config)
-        keys = client_keys(config, manifest, method)
-        transport = GridTransport(grid, config, keys)
+        experiment = assemble(config)
+        transport = GridTransport(grid, config, experiment.keys)
         transport.connect()
-        return Federation(config, method, manifest, keys, transport, run_dir).run()
+        return experiment.federation(transport, run_dir).run()
     except BaseException as err:
         # The launcher of a deployment waits for summary.json or this file (one line).
         outputs.atomic_write(error_file, f"{type(err).__name__}: {' '.join(str(err).split())}\n")

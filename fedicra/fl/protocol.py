@@ -44,10 +44,6 @@ def count_bytes(arrays: dict[str, torch.Tensor]) -> int:
     return int(sum(t.numel() * t.element_size() for t in arrays.values()))
 
 
-def request(arrays: dict[str, torch.Tensor], config: dict[str, Any]) -> RecordDict:
-    return request_from_record(to_record(arrays), config)
-
-
 def request_from_record(arrays: ArrayRecord, config: dict[str, Any]) -> RecordDict:
     return RecordDict({"arrays": arrays, "config": ConfigRecord(config)})
 

@@ -1,33 +1,27 @@
 """Run one experiment (one configuration) on the configured backend."""
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from fedicra.fl.client import resolve_device, resolve_precision
-from fedicra.fl.registry import build_method
-from fedicra.fl.server import Federation
-from fedicra.fl.setup import client_keys, load_manifest, make_client
-from fedicra.seeding import apply_threads, seed_everything
+from fedicra.fl.server import completed_summary
+from fedicra.fl.setup import assemble
 
 
 def run_experiment(config: dict[str, Any], run_dir: str | Path, transport=None) -> dict[str, Any]:
-    """Run (or resume) the experiment; returns the summary written to `run_dir/summary.json`."""
-    # Resolved here, so config.json and summary.json state the precision that was used.
-    config = {**config, "precision": resolve_precision(config.get("precision", "auto"), resolve_device(config["device"]))}
-    apply_threads(config)
-    seed_everything(config["seed"])
-    method = build_method(config)
-    manifest = load_manifest(config)
-    if config["backend"] != "inprocess" and transport is None:
-        from importlib import import_module
+    """Run (or resume) the experiment; returns the summary written to `run_dir/summary.json`.
 
+    A finished run of the same configuration is not run again (its summary is returned)."""
+    # Resolved first, so config.json and summary.json state the precision that was used.
+    config = {**config, "precision": resolve_precision(config.get("precision", "auto"), resolve_device(config["device"]))}
+    done = completed_summary(config, Path(run_dir))
+    if done is not None:   # checked before a Flower backend starts any process
+        print(f"{run_dir}: this run is already complete (summary.json); nothing to do", flush=True)
+        return done
+    if config["backend"] != "inprocess" and transport is None:
         # Flower backends run the same Federation loop inside a ServerApp (see fedicra.fl.flower_app).
         return import_module(f"fedicra.fl.backends.{config['backend']}").run(config, Path(run_dir))
-    keys = client_keys(config, manifest, method)
-    if transport is None:
-        from fedicra.fl.backends.inprocess import InProcessTransport
-
-        clients = {key: make_client(config, method, key, manifest) for key in keys}
-        transport = InProcessTransport(clients, timeout=config["client_timeout"])
-    return Federation(config, method, manifest, keys, transport, Path(run_dir)).run()
+    experiment = assemble(config)
+    return experiment.federation(transport or experiment.in_process_transport(), run_dir).run()

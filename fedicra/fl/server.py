@@ -15,10 +15,16 @@ from typing import Any, Protocol
 import torch
 from flwr.app import RecordDict
 
+from fedicra.atomic import remove_stale_temporaries
 from fedicra.errors import UserError
 from fedicra.fl import outputs, protocol
 from fedicra.fl.cadence import CheckpointCadence
 from fedicra.fl.method import Method
+from fedicra.fl.run_lock import locked_run_dir
+
+# Keys that may differ between the run that wrote a checkpoint and the run that resumes it.
+RESUMABLE_CHANGES = ("progress", "device")
+CHECKPOINT_KEYS = ("round", "global_state", "state", "rows", "elapsed", "clients", "config")
 
 
 class RunError(UserError):
@@ -89,9 +95,8 @@ class Federation:
     def try_resume(self) -> bool:
         if not self.checkpoint_path.is_file():
             return False
-        snap = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
-        if {k: v for k, v in snap["config"].items() if k not in ("progress", "device")} != \
-                {k: v for k, v in self.config.items() if k not in ("progress", "device")}:
+        snap = load_checkpoint(self.checkpoint_path)
+        if not same_run(snap["config"], self.config):
             raise UserError(f"{self.checkpoint_path}: checkpoint belongs to a different configuration; "
                             "use another --out or delete the folder")
         self.server.round, self.server.global_state = snap["round"], snap["global_state"]
@@ -153,10 +158,20 @@ class Federation:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
+        with locked_run_dir(self.run_dir):
+            remove_stale_temporaries(self.run_dir)   # a killed writer's; no writer can be active now
+            done = completed_summary(self.config, self.run_dir)
+            if done is not None:
+                print(f"{self.run_dir}: this run is already complete (summary.json); nothing to do", flush=True)
+                return done
+            resumed = self.try_resume()
+            # only now: a refused resume must leave the record of the earlier run untouched
+            outputs.write_json(self.run_dir / "config.json", self.config)
+            return self._rounds(resumed)
+
+    def _rounds(self, resumed: bool) -> dict[str, Any]:
         from tqdm import tqdm
 
-        outputs.write_json(self.run_dir / "config.json", self.config)
-        resumed = self.try_resume()
         start = self.server.round + 1
         total = self.config["rounds"]
         bar = tqdm(total=total, initial=start - 1, desc=f"{self.config['method']}", unit="round",
@@ -220,6 +235,49 @@ class Federation:
         return summary
 
 
+def same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two configurations describe the same run (they may differ in RESUMABLE_CHANGES)."""
+    def canonical(config):
+        return json.dumps({k: v for k, v in config.items() if k not in RESUMABLE_CHANGES}, sort_keys=True,
+                          default=str)
+    return canonical(a) == canonical(b)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A federation checkpoint: tensors and plain containers only (`weights_only`), so a crafted or
+    downloaded file cannot run code; an unreadable or foreign file is one line naming it."""
+    import pickle
+    import zipfile
+
+    try:
+        snap = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        # UnpicklingError: garbage, or a pickle that asks for anything but tensors (it is never run)
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+        raise UserError(f"{path}: cannot resume from this file: not a readable checkpoint of tensors and plain "
+                        f"values ({type(err).__name__}: {reason}); delete it to start over") from None
+    if not isinstance(snap, dict) or any(k not in snap for k in CHECKPOINT_KEYS) or not isinstance(snap["config"], dict):
+        raise UserError(f"{path}: not a fedicra federation checkpoint; delete it to start over")
+    return snap
+
+
+def completed_summary(config: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a finished run of this configuration in `run_dir`, None when it is not finished;
+    a finished run of another configuration is refused (its record is not overwritten)."""
+    summary, written = Path(run_dir) / "summary.json", Path(run_dir) / "config.json"
+    if not summary.is_file():
+        return None
+    try:
+        done, earlier = json.loads(summary.read_text()), json.loads(written.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{run_dir}: holds a summary.json but its record is unreadable ({err}); "
+                        "use another --out or delete the folder") from None
+    if not same_run(earlier, config):
+        raise UserError(f"{run_dir}: holds a finished run of a different configuration; "
+                        "use another --out or delete the folder")
+    return done
+
+
 def _weight(metrics: dict[str, float], rule: str) -> float:
     # Upstream weights FedAvg by the number of training batches (quirk 9); "cases" weights by images.
     return metrics["num_batches"] if rule == "batches" else metrics["num_cases"]
@@ -229,8 +287,11 @@ def protocol_statement(config: dict[str, Any], method: Method) -> dict[str, Any]
     return {
         "method": method.name,
         "models": ["personalized"] + (["global"] if method.global_model_available() else []),
-        "selection": ["last", "best_val"] + (["best_test"] if config["select_on_test"] else []),
-        "validation": f"{config['val_fraction']:.0%} of each site's training cases, full masks, seeded",
+        "selection": ["last"] + (["best_val"] if config["val_fraction"] > 0 else [])
+                     + (["best_test"] if config["select_on_test"] else []),
+        "validation": (f"{config['val_fraction']:.0%} of each site's training cases, full masks, seeded "
+                       "(a site with one training case has none: `last` only)") if config["val_fraction"] > 0
+                      else "none (val_fraction 0): the last round is the only selection",
         "shared_objective": "partial CE" + (f" + {config['gated_crf']:g} x gated CRF" if config["gated_crf"] else ""),
         "faithful": config["faithful"],
         "precision": config.get("precision", "fp32"),

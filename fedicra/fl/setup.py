@@ -1,12 +1,53 @@
-"""Turn a run configuration into the pieces both sides need: manifest, label kinds, clients."""
+"""Turn a run configuration into the pieces both sides need: manifest, label kinds, clients.
+
+`assemble(config)` is the one experiment assembly every backend shares; a backend adds only its
+transport: `assemble(config).federation(transport, run_dir).run()`.
+"""
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fedicra.errors import UserError
 from fedicra.fl.client import Client, SiteData
 from fedicra.fl.method import Method
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A run configuration resolved into its method, dataset manifest and client keys."""
+
+    config: dict[str, Any]
+    method: Method
+    manifest: Any
+    keys: list[int]
+
+    def federation(self, transport, run_dir: str | Path):
+        """The round loop of this experiment over `transport`, writing `run_dir`."""
+        from fedicra.fl.server import Federation
+
+        return Federation(self.config, self.method, self.manifest, self.keys, transport, Path(run_dir))
+
+    def in_process_transport(self):
+        """Every client in this process (the in-process backend's transport)."""
+        from fedicra.fl.backends.inprocess import InProcessTransport
+
+        clients = {key: make_client(self.config, self.method, key, self.manifest) for key in self.keys}
+        return InProcessTransport(clients, timeout=self.config["client_timeout"])
+
+
+def assemble(config: dict[str, Any]) -> Experiment:
+    """Seed and size this process for the run, then build the method, manifest and client keys."""
+    from fedicra.fl.registry import build_method
+    from fedicra.seeding import apply_threads, seed_everything
+
+    apply_threads(config)
+    seed_everything(config["seed"])
+    method = build_method(config)
+    manifest = load_manifest(config)
+    return Experiment(config=config, method=method, manifest=manifest, keys=client_keys(config, manifest, method))
 
 
 def load_manifest(config: dict[str, Any]):

@@ -19,8 +19,6 @@ from fedicra.models.unet import UNet
 # name -> (has site channel selection, aux heads {module name: decoder level})
 _SPECS = {
     "unet": (False, {}),
-    "unet_head": (False, {"dsn_head": 2}),
-    "unet_multihead": (False, {"dsn_head1": 2, "dsn_head2": 3, "dsn_head3": 4}),
     "unet_lc": (True, {"dsn_head": 2}),
     "unet_lc_multihead": (True, {"dsn_head1": 2, "dsn_head2": 3, "dsn_head3": 4}),
 }

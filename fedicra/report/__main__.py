@@ -5,7 +5,7 @@ The workflow's report rules call this entry point so they only import the report
 import argparse
 import sys
 
-from fedicra.errors import UserError
+from fedicra.errors import run_cli
 from fedicra.report.commands import register
 
 
@@ -13,11 +13,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fedicra.report")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(["report", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: args.func(args))
 
 
 if __name__ == "__main__":

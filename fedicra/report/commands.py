@@ -96,10 +96,9 @@ def cmd_all(args) -> int:
     from fedicra.report.collect import collect, save
     from fedicra.report.render import render_report
 
-    out = Path(args.out)
+    out, opts = Path(args.out), _options(args)   # options checked before anything is written
     collected = collect(_run_dirs(args.runs))
     save(collected, out)
-    opts = _options(args)
     write_tables(collected, opts, out / "tables")
     write_figures(collected, opts, out / "figures")
     print(render_report(collected, opts, out / "report.md", out / "tables", out / "figures"))

@@ -4,25 +4,9 @@ A reader (or Snakemake) never sees a half-written table, figure or report.
 """
 from __future__ import annotations
 
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
-
-@contextmanager
-def atomic_path(path: Path, suffix: str = ""):
-    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from fedicra.atomic import atomic_path
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -1,9 +1,10 @@
 # Aggregation: every run of the grid -> tidy tables -> results tables (.md, .tex).
 
-REPORT_OPTS = " ".join(
-    [f"--name {NAME}", f"--model {config['report']['model']}", f"--selection {config['report']['selection']}",
-     f"--alpha {config['report']['alpha']}", f"--methods {','.join(METHODS)}"]
-    + ([f"--primary-assignment {config['report']['primary_assignment']}"]
+# A list: rules pass it as {params.opts:q}, one quoted word per item (no config value is shell text).
+REPORT_OPTS = (
+    ["--name", NAME, "--model", config["report"]["model"], "--selection", config["report"]["selection"],
+     "--alpha", str(config["report"]["alpha"]), "--methods", ",".join(METHODS)]
+    + (["--primary-assignment", config["report"]["primary_assignment"]]
        if config["report"]["primary_assignment"] else [])
 )
 TABLE_STEMS = [f"{d}__{a}" for d in DATASETS for a in dataset_assignments(d)]
@@ -43,4 +44,5 @@ rule tables:
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "{params.report_cli} tables --results {params.results} --out {params.results}/tables {params.opts} > {log} 2>&1"
+        "{params.report_cli} tables --results {params.results:q} --out {params.results:q}/tables {params.opts:q} "
+        "> {log:q} 2>&1"

@@ -1,23 +1,27 @@
 # Grid and paths derived from the validated config. Everything else in the workflow reads these names.
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
 
 REPO = Path(workflow.basedir)
+sys.path.insert(0, str(REPO))  # this checkout's fedicra, as in every job
+from fedicra.data.assignment import ASSIGNMENT_REGEX  # noqa: E402
+from fedicra.workflow_config import check_workflow_config, exit_with_error  # noqa: E402
+
 NAME = config["name"]
 RESULTS = config.get("results_dir") or f"results/{NAME}"
 REPORT = f"{config['reports_dir']}/{NAME}"
-TRAIN_KEYS = ("rounds", "local_steps", "batch_size", "lr", "eval_every", "val_fraction", "device",
-              "faithful", "backend")
 
 # With --use-conda the rule's environment provides `python`; otherwise use the interpreter running
-# Snakemake. PYTHONPATH makes every job run this checkout's `fedicra`.
+# Snakemake. PYTHONPATH makes every job run this checkout's `fedicra`. These are shell text, so every
+# path in them is quoted; every config value reaches a shell through a `:q` field (no value is a command).
 _CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-PYTHON = "python" if _CONDA else sys.executable
-PYENV = f'PYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}"'
+PYTHON = "python" if _CONDA else shlex.quote(sys.executable)
+PYENV = f"PYTHONPATH={shlex.quote(str(REPO))}${{PYTHONPATH:+:$PYTHONPATH}}"
 FEDICRA = f"{PYENV} {PYTHON} -m fedicra"
 REPORT_CLI = f"{PYENV} {PYTHON} -m fedicra.report"  # imports only the report package
 
@@ -45,16 +49,16 @@ def _active_datasets():
                     "folder": ["path"]}[spec["source"]]
         missing = [k for k in required if k not in spec]
         if missing:
-            raise ValueError(f"config datasets.{name}: source {spec['source']} needs {', '.join(missing)}")
+            exit_with_error(f"config datasets.{name}: source {spec['source']} needs {', '.join(missing)}")
         absent = [str(p) for p in _needed_folders(spec) if not p.is_dir()]
         if absent and spec.get("optional", False):
             print(f"fedicra workflow: skipping optional dataset {name} ({absent[0]} not found)", file=sys.stderr)
             continue
         if absent:
-            raise ValueError(f"config datasets.{name}: folder {absent[0]} does not exist")
+            exit_with_error(f"config datasets.{name}: folder {absent[0]} does not exist")
         active[name] = spec
     if not active:
-        raise ValueError("config datasets: no dataset is available (all optional ones are missing)")
+        exit_with_error("config datasets: no dataset is available (all optional ones are missing)")
     return active
 
 
@@ -81,6 +85,12 @@ def run_dir(dataset, assignment, method, seed):
     return f"{RESULTS}/runs/{dataset}/{assignment}/{method}/seed{seed}"
 
 
+def dataset_train(name):
+    """The run options of a dataset's runs: the global `train:` block with the dataset's overrides.
+    Options not set here take the run schema's defaults (fedicra.fl.config.RUN_SCHEMA), the only ones."""
+    return {**config["train"], **DATASETS[name].get("train", {})}
+
+
 def method_spec(method):
     """(base method, method_params) of a method key; a variant adds its params to the base method's."""
     if method in VARIANTS:
@@ -93,13 +103,17 @@ def method_spec(method):
 def run_config(wildcards):
     """The YAML document handed to `fedicra run --config` for one job."""
     base, params = method_spec(wildcards.method)
-    train = {**config["train"], **DATASETS[wildcards.dataset].get("train", {})}
     spec = DATASETS[wildcards.dataset]
     return {"dataset": dataset_root(wildcards.dataset), "assignment": wildcards.assignment, "method": base,
-            "method_params": params, "seed": int(wildcards.seed), **{k: train[k] for k in TRAIN_KEYS},
+            "method_params": params, "seed": int(wildcards.seed), **dataset_train(wildcards.dataset),
             # upstream folders have no dataset.json: the run needs the task to infer the manifest
             **({"task": spec["task"]} if spec["source"] == "folder" else {}),
             "name": f"{wildcards.dataset}/{wildcards.assignment}/{wildcards.method}/seed{wildcards.seed}"}
+
+
+# What JSON schema cannot say: run options against the run schema, methods and their parameters
+# against the registry. A bad value fails the (dry) run here, in one line naming the key.
+check_workflow_config(config, {name: dataset_train(name) for name in DATASETS}, {m: method_spec(m) for m in METHODS})
 
 
 def _gpu_devices():
@@ -108,8 +122,8 @@ def _gpu_devices():
 
 
 USES_GPU = _gpu_devices() != "none"
-SLOT_ARGS = (f"--gpus {_gpu_devices()} --runs-per-gpu {config['gpus']['runs_per_gpu']}" +
-             (f" --lock-dir {config['gpus']['lock_dir']}" if config["gpus"]["lock_dir"] else ""))
+SLOT_ARGS = (["--gpus", _gpu_devices(), "--runs-per-gpu", str(config["gpus"]["runs_per_gpu"])]
+             + (["--lock-dir", str(config["gpus"]["lock_dir"])] if config["gpus"]["lock_dir"] else []))
 GPU_RESOURCES = {"gpu": 1} if USES_GPU else {}
 if USES_GPU and config["resources"]["gpu_model"]:
     GPU_RESOURCES["gpu_model"] = config["resources"]["gpu_model"]
@@ -137,5 +151,5 @@ def _alternatives(names):
 wildcard_constraints:
     dataset=_alternatives(DATASETS),
     method=_alternatives(METHODS),
-    assignment=r"upstream|scribble|mask|rotate\d+|random\d+",
+    assignment=ASSIGNMENT_REGEX,
     seed=r"\d+",

@@ -10,17 +10,18 @@ rule synth_dataset:
     params:
         fedicra=FEDICRA,
         root=lambda wc: dataset_root(wc.dataset),
-        args=lambda wc: " ".join(
-            [f"--task {DATASETS[wc.dataset]['task']}", f"--size {DATASETS[wc.dataset]['size']}",
-             f"--seed {DATASETS[wc.dataset]['seed']}"]
-            + ([f"--scale {DATASETS[wc.dataset]['scale']}"] if "scale" in DATASETS[wc.dataset] else [])
+        args=lambda wc: (
+            ["--task", DATASETS[wc.dataset]["task"], "--size", str(DATASETS[wc.dataset]["size"]),
+             "--seed", str(DATASETS[wc.dataset]["seed"])]
+            + (["--scale", str(DATASETS[wc.dataset]["scale"])] if "scale" in DATASETS[wc.dataset] else [])
         ),
     log:
         f"{RESULTS}/logs/data/{{dataset}}.log",
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "{params.fedicra} data synth --out {params.root} --name {wildcards.dataset} --force {params.args} > {log} 2>&1"
+        "{params.fedicra} data synth --out {params.root:q} --name {wildcards.dataset:q} --force {params.args:q} "
+        "> {log:q} 2>&1"
 
 
 rule import_dataset:
@@ -31,19 +32,20 @@ rule import_dataset:
     params:
         fedicra=FEDICRA,
         root=lambda wc: dataset_root(wc.dataset),
-        args=lambda wc: " ".join(
-            [f"--images '{resolve_path(DATASETS[wc.dataset]['images'])}'",
-             f"--masks '{resolve_path(DATASETS[wc.dataset]['masks'])}'",
-             f"--task {DATASETS[wc.dataset]['task']}", f"--size {DATASETS[wc.dataset]['size']}",
-             f"--seed {DATASETS[wc.dataset]['seed']}"]
-            + [f"--site-pattern '{p}'" for p in DATASETS[wc.dataset]["site_patterns"]]
+        args=lambda wc: (
+            ["--images", str(resolve_path(DATASETS[wc.dataset]["images"])),
+             "--masks", str(resolve_path(DATASETS[wc.dataset]["masks"])),
+             "--task", DATASETS[wc.dataset]["task"], "--size", str(DATASETS[wc.dataset]["size"]),
+             "--seed", str(DATASETS[wc.dataset]["seed"])]
+            + [arg for p in DATASETS[wc.dataset]["site_patterns"] for arg in ("--site-pattern", p)]
         ),
     log:
         f"{RESULTS}/logs/data/{{dataset}}.log",
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "{params.fedicra} data import --out {params.root} --name {wildcards.dataset} --force {params.args} > {log} 2>&1"
+        "{params.fedicra} data import --out {params.root:q} --name {wildcards.dataset:q} --force {params.args:q} "
+        "> {log:q} 2>&1"
 
 
 rule check_dataset:
@@ -55,10 +57,11 @@ rule check_dataset:
         fedicra=FEDICRA,
         root=lambda wc: dataset_root(wc.dataset),
         # a folder without dataset.json (upstream layout) needs its task to infer the manifest
-        task=lambda wc: f"--task {DATASETS[wc.dataset]['task']}" if DATASETS[wc.dataset]["source"] == "folder" else "",
+        task=lambda wc: ["--task", DATASETS[wc.dataset]["task"]] if DATASETS[wc.dataset]["source"] == "folder" else [],
     log:
         f"{RESULTS}/logs/check/{{dataset}}.log",
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "{params.fedicra} data check '{params.root}' {params.task} > {output}.tmp 2> {log} && mv {output}.tmp {output}"
+        "{params.fedicra} data check {params.root:q} {params.task:q} > {output:q}.tmp 2> {log:q} "
+        "&& mv {output:q}.tmp {output:q}"

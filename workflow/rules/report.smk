@@ -20,8 +20,8 @@ rule figures_dataset:
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "{params.report_cli} figures --kind combo --dataset {wildcards.dataset} --assignment {wildcards.assignment} "
-        "--results {params.results} --out {params.results}/figures {params.opts} > {log} 2>&1"
+        "{params.report_cli} figures --kind combo --dataset {wildcards.dataset:q} --assignment {wildcards.assignment:q} "
+        "--results {params.results:q} --out {params.results:q}/figures {params.opts:q} > {log:q} 2>&1"
 
 
 rule figures_qualitative:
@@ -40,8 +40,8 @@ rule figures_qualitative:
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "{params.report_cli} figures --kind qualitative --dataset {wildcards.dataset} "
-        "--results {params.results} --out {params.results}/figures {params.opts} > {log} 2>&1"
+        "{params.report_cli} figures --kind qualitative --dataset {wildcards.dataset:q} "
+        "--results {params.results:q} --out {params.results:q}/figures {params.opts:q} > {log:q} 2>&1"
 
 
 rule figures_summary:
@@ -63,7 +63,7 @@ rule figures_summary:
         "../envs/fedicra.yaml"
     shell:
         "{params.report_cli} figures --kind summary "
-        "--results {params.results} --out {params.results}/figures {params.opts} > {log} 2>&1"
+        "--results {params.results:q} --out {params.results:q}/figures {params.opts:q} > {log:q} 2>&1"
 
 
 rule report_markdown:
@@ -85,5 +85,5 @@ rule report_markdown:
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "{params.report_cli} render --results {params.results} --out {output} --title '{params.title}' "
-        "{params.opts} > {log} 2>&1"
+        "{params.report_cli} render --results {params.results:q} --out {output:q} --title {params.title:q} "
+        "{params.opts:q} > {log:q} 2>&1"

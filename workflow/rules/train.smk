@@ -43,8 +43,8 @@ rule train:
     conda:
         "../envs/fedicra.yaml"
     shell:
-        "if [ -e {params.run_dir} ] && ! cmp -s {input.config} {params.started}; then rm -rf {params.run_dir}; fi; "
-        "mkdir -p $(dirname {params.started}) && cp {input.config} {params.started}; "
+        "if [ -e {params.run_dir:q} ] && ! cmp -s {input.config:q} {params.started:q}; then rm -rf {params.run_dir:q}; fi; "
+        "mkdir -p \"$(dirname {params.started:q})\" && cp {input.config:q} {params.started:q}; "
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
-        "{params.pyenv} {params.python} -m fedicra.gpu_slots {params.slots} -- "
-        "{params.python} -m fedicra run --config {input.config} --out {params.run_dir} > {log} 2>&1"
+        "{params.pyenv} {params.python} -m fedicra.gpu_slots {params.slots:q} -- "
+        "{params.python} -m fedicra run --config {input.config:q} --out {params.run_dir:q} > {log:q} 2>&1"

@@ -296,13 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app", required=True, help="folder to write the Flower app project into")
     parser.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    try:
+    from fedicra.errors import run_cli
+
+    def command() -> None:
         config = load_config(args.config, [*args.overrides, "backend=deployment"])
         print(write_app(config, Path(args.out), Path(args.app)))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(command)
 
 
 if __name__ == "__main__":
