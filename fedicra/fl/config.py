@@ -53,6 +53,9 @@ RUN_SCHEMA: dict[str, Any] = {
         "threads": {"type": ["integer", "null"], "minimum": 1, "default": None,
                     "description": "CPU threads for torch (null: torch's default); set 1 when jobs share cores"},
         "simulation": {"type": "object", "default": {"num_cpus_per_client": 1, "num_gpus_per_client": 0.0}},
+        "node_samples_dir": {"type": ["string", "null"], "default": None,
+                             "description": "Flower backends: folder on each node where its site writes its "
+                                            "qualitative sample (null: none); in-process runs write into the run directory"},
         "progress": {"type": "boolean", "default": True},
         "name": {"type": ["string", "null"], "default": None},
     },

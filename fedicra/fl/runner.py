@@ -26,5 +26,7 @@ def run_experiment(config: dict[str, Any], run_dir: str | Path, transport=None) 
         from fedicra.fl.backends.inprocess import InProcessTransport
 
         clients = {key: make_client(config, method, key, manifest) for key in keys}
+        for client in clients.values():   # in-process, a site's own folder is the run directory
+            client.samples_dir = Path(run_dir)
         transport = InProcessTransport(clients, timeout=config["client_timeout"])
     return Federation(config, method, manifest, keys, transport, Path(run_dir)).run()
