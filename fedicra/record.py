@@ -104,8 +104,9 @@ def write_rounds(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     for column in ROUND_COLUMNS:
         if column not in frame:
             frame[column] = np.nan
-    rest = [c for c in frame.columns if c not in ROUND_COLUMNS]
-    atomic_write(Path(run_dir) / ROUNDS, frame[list(ROUND_COLUMNS) + rest].to_csv(index=False))
+    metrics = [c for c in metric_columns(structures_of(frame.columns)) if c in frame]
+    rest = [c for c in frame.columns if c not in ROUND_COLUMNS and c not in metrics]  # method metrics
+    atomic_write(Path(run_dir) / ROUNDS, frame[list(ROUND_COLUMNS) + metrics + rest].to_csv(index=False))
 
 
 def write_cases(run_dir: Path, rows: list[dict[str, Any]]) -> int:

@@ -77,3 +77,20 @@ def test_samples_are_read_per_site_in_numeric_order(tmp_path):
     assert entries[0]["prediction"].shape == (8, 8) and (entries[0]["label"] == 2).all()
     with pytest.raises(record.RecordError, match="missing train_label"):
         record.write_site_samples(tmp_path, 0, {"image": mask, "mask": mask, "train_image": mask, "prediction": mask})
+
+
+def test_report_on_real_tiny_runs(real_runs, tmp_path):
+    """The whole report from real engine output (not fakes): tables, fairness, qualitative from samples."""
+    out = tmp_path / "rep"
+    assert report_main(["all", str(real_runs), "--out", str(out), "--methods", "fedavg,local"]) == 0
+    for rel in build.expected_outputs(["faz32"], ["upstream"])["tables"] + \
+            build.expected_outputs(["faz32"], ["upstream"])["figures"]:
+        assert (out / rel).is_file() and (out / rel).stat().st_size > 0, rel
+    fairness = (out / "tables" / "fairness.md").read_text()
+    assert "| faz32 | upstream | fedavg |" in fairness and "| faz32 | upstream | local |" in fairness
+    report = (out / "report.md").read_text()
+    assert "one seed (no spread over seeds: std not shown)" in report and "over 1 seed" not in report
+    assert "- device used: cpu (requested: cpu)" in report and "- precision: fp32" in report
+    assert "Not drawn: in this grid each label kind is used at a single site" in report
+    numbers = __import__("pandas").read_csv(out / "tables" / "numbers.csv")
+    assert {"results", "fairness", "runs"} <= set(numbers["section"])

@@ -23,6 +23,7 @@ KEYS = ["dataset", "assignment", "method", "seed"]
 CASE_COLUMNS = list(record.CASE_COLUMNS)
 TEXT_COLUMNS = record.CASE_TEXT   # identifiers that must stay strings (a case named "001" is not 1)
 _SEED_DIR = re.compile(r"^seed(\d+)$")
+_RUN_FILES = (record.SUMMARY, record.CONFIG, record.ROUNDS, record.CASES)
 
 
 @dataclass
@@ -42,14 +43,19 @@ def run_keys(run_dir: Path) -> dict:
             "method": run_dir.parent.name, "seed": int(match.group(1))}
 
 
+def is_run_dir(path: Path) -> bool:
+    """A `seed<k>` folder holding any run file (complete or not)."""
+    path = Path(path)
+    return bool(_SEED_DIR.match(path.name)) and any((path / name).is_file() for name in _RUN_FILES)
+
+
 def find_runs(root: Path) -> list[Path]:
     """Every run directory (`seed<k>` holding any run file) below `root`, sorted. Incomplete runs are
     included on purpose: `load_run` refuses them, so a report never silently averages fewer runs."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: runs folder does not exist")
-    names = (record.SUMMARY, record.CONFIG, record.ROUNDS, record.CASES)
-    return sorted({p.parent for name in names for p in root.rglob(name) if _SEED_DIR.match(p.parent.name)})
+    return sorted({p.parent for name in _RUN_FILES for p in root.rglob(name) if _SEED_DIR.match(p.parent.name)})
 
 
 def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
