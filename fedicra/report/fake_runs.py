@@ -19,6 +19,18 @@ TASK_CLASSES = {"faz": 2, "odoc": 3}
 DEFAULT_LABELS = ("scribble_noisy", "keypoint", "block", "box", "scribble")
 
 
+def assignment_labels(assignment: str, num_sites: int) -> tuple[str, ...]:
+    """Label kind per site as `fedicra.data.assignment` resolves it, with DEFAULT_LABELS as the upstream map."""
+    import re
+
+    upstream = [DEFAULT_LABELS[i % len(DEFAULT_LABELS)] for i in range(num_sites)]
+    rotate = re.fullmatch(r"rotate(\d+)", assignment)
+    if rotate:
+        k = int(rotate.group(1))
+        return tuple(upstream[(i - k) % num_sites] for i in range(num_sites))
+    return tuple(upstream) if assignment == "upstream" else (assignment,)
+
+
 def fake_config(task: str, method: str, assignment: str, seed: int, rounds: int, **overrides) -> dict:
     """A resolved run configuration as the engine records it (every default filled in)."""
     from fedicra.fl.config import load_config
@@ -41,7 +53,7 @@ def write_fake_run(
     rounds: int = 4,
     img_size: int = 16,
     noise_seed: int | None = None,
-    labels: tuple[str, ...] = DEFAULT_LABELS,
+    labels: tuple[str, ...] | None = None,
     global_model: bool = True,
     site_quality: dict[int, float] | None = None,
     plateau: bool = True,
@@ -56,8 +68,7 @@ def write_fake_run(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     structures = TASK_STRUCTURES[task]
-    if assignment in ("scribble", "mask"):
-        labels = (assignment,)
+    labels = labels or assignment_labels(assignment, num_sites)
     config = config or fake_config(task, method, assignment, seed, rounds)
     record.write_config(run_dir, config)
     level = {site: (site_quality or {}).get(site, quality) for site in range(num_sites)}
