@@ -120,7 +120,11 @@ def write_cases(run_dir: Path, rows: list[dict[str, Any]]) -> int:
     if missing or frame.empty:
         raise RecordError(f"{Path(run_dir) / CASES}: no rows or missing columns {', '.join(missing)}")
     metrics = metric_columns(structures_of(frame.columns))
-    atomic_write(Path(run_dir) / CASES, frame[list(CASE_COLUMNS) + metrics].to_csv(index=False))
+    absent = [c for c in metrics if c not in frame]
+    if absent:
+        raise RecordError(f"{Path(run_dir) / CASES}: missing column {absent[0]}")
+    rest = [c for c in frame.columns if c not in CASE_COLUMNS and c not in metrics]   # further metrics
+    atomic_write(Path(run_dir) / CASES, frame[list(CASE_COLUMNS) + metrics + rest].to_csv(index=False))
     return len(frame)
 
 

@@ -220,6 +220,17 @@ def test_simulation_backend_end_to_end(reference, tmp_path):
     assert_same_results(tmp_path, reference)
     assert summary["protocol"]["backend"] == "simulation"
     assert json.loads((tmp_path / "config.json").read_text())["backend"] == "simulation"
+    assert not (tmp_path / "samples").exists(), "samples are opt-in on Flower nodes"
+
+
+def test_flower_nodes_write_samples_only_when_opted_in_and_only_locally(reference, task_identity, tmp_path):
+    config = flower_config(reference, backend="deployment")
+    nodes = {5: {"site": "0", "node_samples_dir": str(tmp_path / "node0")}, 6: {"site": "1"}}
+    grid = LoopbackGrid(flower_app.client_app, nodes)
+    flower_app.serve(grid, config, tmp_path / "run")
+    assert [p.name for p in (tmp_path / "node0" / "samples").iterdir()] == ["site0.npz"]
+    assert not (tmp_path / "run" / "samples").exists()
+    assert not list(tmp_path.rglob("site1.npz")), "site 1 did not opt in"
 
 
 def _flower_processes(markers: list[str]) -> list[str]:

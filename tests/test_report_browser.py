@@ -54,10 +54,8 @@ def _chromium() -> str:
 class DevTools:
     """A minimal Chrome DevTools Protocol client over the page's websocket."""
 
-    def __init__(self, url: str):
-        from websockets.sync.client import connect
-
-        self.socket = connect(url, max_size=None, open_timeout=30)
+    def __init__(self, socket):
+        self.socket = socket
         self.next_id = 0
         self.events: list[dict] = []
 
@@ -121,16 +119,19 @@ def test_smoke_html_report_opens_in_chromium(tmp_path_factory):
                                 f"--user-data-dir={profile}", "--window-size=1400,1000", "about:blank"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        tools = DevTools(_page_socket(profile, process))
-        for domain in ("Page.enable", "Runtime.enable", "Log.enable"):
-            tools.call(domain)
-        tools.call("Page.navigate", url=(work / "report.html").as_uri())
-        tools.wait_for("Page.loadEventFired", timeout=120)
-        checked = json.loads(tools.call("Runtime.evaluate", expression=FIGURE_CHECK, awaitPromise=True,
-                                        returnByValue=True, timeout=120)["result"]["value"])
-        time.sleep(1.0)   # let the report's scripts settle before reading the console
-        shot = tools.call("Page.captureScreenshot", format="png")["data"]
-        tools.call("Runtime.evaluate", expression="1")   # drain pending console events
+        from websockets.sync.client import connect
+
+        with connect(_page_socket(profile, process), max_size=None, open_timeout=30) as socket:
+            tools = DevTools(socket)
+            for domain in ("Page.enable", "Runtime.enable", "Log.enable"):
+                tools.call(domain)
+            tools.call("Page.navigate", url=(work / "report.html").as_uri())
+            tools.wait_for("Page.loadEventFired", timeout=120)
+            checked = json.loads(tools.call("Runtime.evaluate", expression=FIGURE_CHECK, awaitPromise=True,
+                                            returnByValue=True, timeout=120)["result"]["value"])
+            time.sleep(1.0)   # let the report's scripts settle before reading the console
+            shot = tools.call("Page.captureScreenshot", format="png")["data"]
+            tools.call("Runtime.evaluate", expression="1")   # drain pending console events
     finally:
         process.terminate()
         process.wait(timeout=30)
