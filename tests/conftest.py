@@ -45,3 +45,19 @@ def tiny_faz(tmp_path_factory):
     synthesize("faz", root, size=32, seed=0, scale=0.5)
     return root
 
+
+
+@pytest.fixture(scope="session")
+def real_runs(tiny_faz, tmp_path_factory):
+    """Real tiny runs made once per session (2 methods x 2 rounds, 2 sites of the 32 px synthetic data),
+    laid out as the workflow lays them out: runs/<dataset>/<assignment>/<method>/seed<k>."""
+    from fedicra.fl.config import load_config
+    from fedicra.fl.runner import run_experiment
+
+    root = tmp_path_factory.mktemp("real") / "runs"
+    for method in ("fedavg", "local"):
+        config = load_config(base={"dataset": str(tiny_faz), "method": method, "sites": [0, 1], "rounds": 2,
+                                   "local_steps": 2, "batch_size": 2, "progress": False, "seed": 0, "threads": 1,
+                                   "device": "cpu"})
+        run_experiment(config, root / "faz32" / "upstream" / method / "seed0")
+    return root

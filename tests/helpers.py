@@ -7,3 +7,50 @@ def tiny_config(dataset, **overrides):
             "batch_size": 2, "progress": False, "seed": 0}
     base.update(overrides)
     return load_config(base=base)
+
+
+REPLY_PARTS = {"arrays", "extras", "metrics", "report"}
+
+
+def assert_nothing_but_model_leaves(reply, model_state, image_shape, where=""):
+    """What a site sends: model entries (by name and shape) and 1-D statistics, never image-shaped data.
+
+    `reply` is a reply RecordDict; `model_state` the site model's state_dict; `image_shape` (H, W).
+    """
+    from fedicra.fl import protocol
+
+    assert set(reply) <= REPLY_PARTS, f"{where}: unexpected reply parts {sorted(set(reply) - REPLY_PARTS)}"
+    for part in ("arrays", "extras"):
+        for name, value in protocol.from_record(reply.get(part)).items():
+            assert tuple(value.shape[-2:]) != tuple(image_shape), f"{where}: {part}[{name}] is image-shaped"
+            if part == "arrays":
+                assert name in model_state and value.shape == model_state[name].shape, \
+                    f"{where}: arrays[{name}] is not a model entry"
+            else:  # method statistics (e.g. BatchNorm moments): vectors, not maps
+                assert value.dim() <= 1, f"{where}: extras[{name}] has shape {tuple(value.shape)}"
+
+
+def fake_smoke_results(workdir):
+    """The smoke grid's training outputs, faked (run directories written through the record), with the
+    data and check files the workflow expects, so a Snakemake call runs only aggregation and report."""
+    import time
+    from pathlib import Path
+
+    from fedicra.report.fake_runs import write_fake_benchmark
+
+    tmp_path = Path(workdir)
+    results = tmp_path / "results" / "smoke"
+    (results / "data" / "smoke-faz").mkdir(parents=True)
+    (results / "data" / "smoke-faz" / "dataset.json").write_text("{}")
+    (results / "checks").mkdir()
+    (results / "checks" / "smoke-faz.txt").write_text("ok\n")
+    plan = {("smoke-faz", a, m): q for a in ("rotate0", "rotate1")
+            for m, q in (("fedavg", 0.6), ("fedbn", {"quality": 0.65, "global_model": False}),
+                         ("local", {"quality": 0.5, "global_model": False}), ("fedicra", 0.8),
+                         ("fedicra-no_contrastive", 0.7), ("centralized_full", {"quality": 0.85, "labels": ("mask",)}))}
+    for (dataset, assignment, method) in plan:
+        cfg = results / "configs" / dataset / assignment / method / "seed0.yaml"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text("fake: true\n")
+    time.sleep(0.05)
+    write_fake_benchmark(results, plan, seeds=(0,), num_sites=3, cases_per_site=4, img_size=12)

@@ -1,15 +1,17 @@
 """Conformance suite: every discovered method plugin (a user's new file in methods/ too) must pass."""
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from fedicra import record
 from fedicra.fl import protocol
 from fedicra.fl.backends.inprocess import InProcessTransport
 from fedicra.fl.registry import build_method, load_methods
 from fedicra.fl.runner import run_experiment
 from fedicra.fl.setup import client_keys, load_manifest, make_client
-from helpers import tiny_config
+from helpers import assert_nothing_but_model_leaves, tiny_config
 
 METHODS = sorted(load_methods())
 
@@ -19,10 +21,17 @@ def run_recorded(config, run_dir):
     method = build_method(config)
     manifest = load_manifest(config)
     clients = {k: make_client(config, method, k, manifest) for k in client_keys(config, manifest, method)}
+    for client in clients.values():
+        client.samples_dir = run_dir
     transport = InProcessTransport(clients)
     transport.record = True
     summary = run_experiment(config, run_dir, transport=transport)
     return summary, transport, clients
+
+
+def config_image_shape(clients):
+    site = next(iter(clients.values())).data[0]
+    return tuple(np.asarray(site.test[0]["label"]).shape)
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -50,14 +59,22 @@ def test_method_conforms(name, tiny_faz, tmp_path):
     assert ("global" in set(cases["model"])) == expected
     assert transport.received, "no reply was recorded"
     for _, site, reply in transport.received:
-        for key in ("arrays", "extras", "samples"):
+        size = config_image_shape(clients)
+        assert_nothing_but_model_leaves(reply, next(iter(clients.values())).model.state_dict(), size,
+                                        f"{name}: site {site}")
+        for key in ("arrays", "extras"):
             leaked = personal & set(reply.get(key, {}).keys()) if key in reply else set()
             assert not leaked, f"{name}: site {site} sent personal entries {sorted(leaked)[:3]} in {key}"
         if "arrays" in reply:
             for value in protocol.from_record(reply["arrays"]).values():
                 assert value.isfinite().all() if value.is_floating_point() else True
 
-    # 3. Same seed, same numbers.
+    # 3. Each site wrote its own qualitative sample locally; the run record is valid.
+    samples = record.read_samples(tmp_path / "a")
+    assert {s["site"] for s in samples} == {0, 1} and samples[0]["prediction"].shape == size
+    record.check(tmp_path / "a")
+
+    # 4. Same seed, same numbers.
     run_experiment(config, tmp_path / "b")
     again = pd.read_csv(tmp_path / "b" / "cases.csv")
     pd.testing.assert_frame_equal(cases, again)

@@ -17,7 +17,7 @@ from fedicra.fl import flower_app
 from fedicra.fl.registry import build_method
 from fedicra.fl.runner import run_experiment
 from fedicra.fl.server import RunError
-from helpers import tiny_config
+from helpers import assert_nothing_but_model_leaves, tiny_config
 
 
 class LoopbackGrid(Grid):
@@ -120,14 +120,16 @@ def test_loopback_flower_path_matches_inprocess_and_keeps_fedbn_personal(referen
         sent = dict(request.content["config"])
         assert sent["site"] == {71: 1, 13: 0}[node]
         assert not reply.has_error()
-        for name in ("arrays", "extras", "samples"):
+        assert_nothing_but_model_leaves(reply.content, model.state_dict(), (32, 32), f"site {sent['site']}")
+        for name in ("arrays", "extras"):
             if name in reply.content:
                 leaked = [k for k in reply.content[name] if method.is_personal(k)]
                 assert not leaked, f"{name} of site {sent['site']} leaks {leaked[:3]}"
         if not sent["final"]:
             uploaded = set(reply.content["arrays"])
             assert uploaded and uploaded == {k for k in model.state_dict() if not method.is_personal(k)}
-        assert set(reply.content) <= {"arrays", "extras", "metrics", "report", "samples"}
+    # Samples are opt-in on Flower nodes: none were written anywhere by default.
+    assert not (tmp_path / "samples").exists()
     # The personal state stayed on the node, in its context.
     state = context_from_proto(grid.contexts[13]).state
     assert "fedicra" in state and len(state["fedicra"]["snapshot"]) > 0
@@ -222,6 +224,17 @@ def test_simulation_backend_end_to_end(reference, tmp_path):
     assert_same_results(tmp_path, reference)
     assert summary["protocol"]["backend"] == "simulation"
     assert json.loads((tmp_path / "config.json").read_text())["backend"] == "simulation"
+    assert not (tmp_path / "samples").exists(), "samples are opt-in on Flower nodes"
+
+
+def test_flower_nodes_write_samples_only_when_opted_in_and_only_locally(reference, task_identity, tmp_path):
+    config = flower_config(reference, backend="deployment")
+    nodes = {5: {"site": "0", "node_samples_dir": str(tmp_path / "node0")}, 6: {"site": "1"}}
+    grid = LoopbackGrid(flower_app.client_app, nodes)
+    flower_app.serve(grid, config, tmp_path / "run")
+    assert [p.name for p in (tmp_path / "node0" / "samples").iterdir()] == ["site0.npz"]
+    assert not (tmp_path / "run" / "samples").exists()
+    assert not list(tmp_path.rglob("site1.npz")), "site 1 did not opt in"
 
 
 def _flower_processes(markers: list[str]) -> list[str]:

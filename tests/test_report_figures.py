@@ -2,11 +2,10 @@
 import numpy as np
 import pytest
 
+from fedicra import record
 from fedicra.report import build, collect
 from fedicra.report.__main__ import main as report_main
 from fedicra.report.fake_runs import write_fake_benchmark
-from fedicra.report.io import atomic_write_npz
-from fedicra.report.predictions import read_predictions
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def test_cli_steps_and_protocol_flags(runs_root, tmp_path, capsys):
     (tmp_path / "f2").mkdir()
     build.combo_figures(col, build.ReportOptions(model="global", selection="last"), "synth-faz", "scribble",
                         tmp_path / "f2")
-    assert len(list((tmp_path / "f2").glob("*.pdf"))) == 2
+    assert len(list((tmp_path / "f2").glob("*.pdf"))) == len(build.COMBO_FIGURES)
     assert report_main(["render", "--results", str(tmp_path), "--out", str(tmp_path / "r.md"),
                         "--tables", str(tmp_path / "t"), "--figures", str(tmp_path / "f"),
                         "--model", "global", "--selection", "last"]) == 0
@@ -67,14 +66,31 @@ def test_cli_steps_and_protocol_flags(runs_root, tmp_path, capsys):
     assert report_main(["tables", "--results", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
 
 
-def test_predictions_per_site_layout(tmp_path):
+def test_samples_are_read_per_site_in_numeric_order(tmp_path):
     mask = np.zeros((8, 8), np.uint8)
-    arrays = {}
-    for site in ("site10", "site2"):  # the engine's layout: <site>/<kind>, plus the training image
-        arrays.update({f"{site}/image": np.ones((8, 8), np.float32), f"{site}/mask": mask,
-                       f"{site}/train_image": np.ones((8, 8), np.float32), f"{site}/train_label": mask + 2,
-                       f"{site}/prediction": mask})
-    atomic_write_npz(tmp_path / "p.npz", **arrays)
-    entries = read_predictions(tmp_path / "p.npz")
-    assert [e["site"] for e in entries] == ["site2", "site10"]
+    for site in (10, 2):
+        record.write_site_samples(tmp_path, site, {"image": np.ones((8, 8), np.float32), "mask": mask,
+                                                   "train_image": np.ones((8, 8), np.float32),
+                                                   "train_label": mask + 2, "prediction": mask})
+    entries = record.read_samples(tmp_path)
+    assert [e["site"] for e in entries] == [2, 10]
     assert entries[0]["prediction"].shape == (8, 8) and (entries[0]["label"] == 2).all()
+    with pytest.raises(record.RecordError, match="missing train_label"):
+        record.write_site_samples(tmp_path, 0, {"image": mask, "mask": mask, "train_image": mask, "prediction": mask})
+
+
+def test_report_on_real_tiny_runs(real_runs, tmp_path):
+    """The whole report from real engine output (not fakes): tables, fairness, qualitative from samples."""
+    out = tmp_path / "rep"
+    assert report_main(["all", str(real_runs), "--out", str(out), "--methods", "fedavg,local"]) == 0
+    for rel in build.expected_outputs(["faz32"], ["upstream"])["tables"] + \
+            build.expected_outputs(["faz32"], ["upstream"])["figures"]:
+        assert (out / rel).is_file() and (out / rel).stat().st_size > 0, rel
+    fairness = (out / "tables" / "fairness.md").read_text()
+    assert "| faz32 | upstream | fedavg |" in fairness and "| faz32 | upstream | local |" in fairness
+    report = (out / "report.md").read_text()
+    assert "one seed (no spread over seeds: std not shown)" in report and "over 1 seed" not in report
+    assert "- device used: cpu (requested: cpu)" in report and "- precision: fp32" in report
+    assert "Not drawn: in this grid each label kind is used at a single site" in report
+    numbers = __import__("pandas").read_csv(out / "tables" / "numbers.csv")
+    assert {"results", "fairness", "runs"} <= set(numbers["section"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fedicra.report.fake_runs import write_fake_benchmark
+from helpers import fake_smoke_results
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -47,8 +47,8 @@ def test_smoke_dry_run(tmp_path):
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/smoke.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]
     counts = job_counts(result.stdout)
-    # 1 dataset x 2 assignments x (4 methods + 1 FedICRA ablation) x 1 seed
-    assert counts["train"] == 10 and counts["synth_dataset"] == 1 and counts["figures_dataset"] == 2
+    # 1 dataset x 2 assignments x (5 methods + 1 FedICRA ablation) x 1 seed
+    assert counts["train"] == 12 and counts["synth_dataset"] == 1 and counts["figures_dataset"] == 2
     assert counts["report_markdown"] == 1 and "import_dataset" not in counts
 
 
@@ -113,28 +113,10 @@ def test_config_schema_fills_defaults_and_rejects_bad_values():
             validate(bad, schema)
 
 
-def fake_smoke_results(results: Path) -> None:
-    """The smoke grid's data, checks and run directories, faked (contract-conforming), so that only the
-    rules after training have work to do."""
-    (results / "data" / "smoke-faz").mkdir(parents=True)
-    (results / "data" / "smoke-faz" / "dataset.json").write_text("{}")
-    (results / "checks").mkdir()
-    (results / "checks" / "smoke-faz.txt").write_text("ok\n")
-    plan = {("smoke-faz", a, m): q for a in ("upstream", "scribble")
-            for m, q in (("fedavg", 0.6), ("fedbn", 0.65), ("local", 0.5), ("fedicra", 0.8),
-                         ("fedicra-no_contrastive", 0.7))}
-    for (dataset, assignment, method) in plan:
-        cfg = results / "configs" / dataset / assignment / method / "seed0.yaml"
-        cfg.parent.mkdir(parents=True, exist_ok=True)
-        cfg.write_text("fake: true\n")
-    time.sleep(0.05)
-    write_fake_benchmark(results, plan, seeds=(0,), num_sites=3, cases_per_site=4, img_size=12)
-
-
 @pytest.mark.slow
 def test_aggregation_and_html_report_run_for_real(tmp_path):
     """Training outputs are faked (contract-conforming run directories); everything after them runs."""
-    fake_smoke_results(tmp_path / "results" / "smoke")
+    fake_smoke_results(tmp_path)
     config = str(REPO / "config/smoke.yaml")
     result = snakemake(tmp_path, "--cores", "2", "--configfile", config)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -156,10 +138,15 @@ def test_smoke_workflow_runs_end_to_end(tmp_path):
     result = snakemake(tmp_path, "--cores", "2", "--configfile", config, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     report = (tmp_path / "reports" / "smoke" / "report.md").read_text()
-    for method in ("fedavg", "fedbn", "local", "fedicra", "fedicra-no_contrastive"):
+    for method in ("fedavg", "fedbn", "local", "fedicra", "fedicra-no_contrastive", "centralized_full"):
         assert method in report
     runs = list((tmp_path / "results").rglob("summary.json"))
-    assert len(runs) == 10
+    assert len(runs) == 12
+    assert "## Fairness across sites" in report and "## Label efficiency" in report
+    assert "![Dice by annotation type]" in report   # the rotations separate site and label kind
+    check = subprocess.run([sys.executable, "-m", "fedicra", "report", "check", str(tmp_path / "results")],
+                           capture_output=True, text=True, cwd=REPO)
+    assert check.returncode == 0 and check.stdout.count("ok ") == 12, check.stderr
     again = snakemake(tmp_path, "--cores", "2", "--configfile", config)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 

@@ -75,6 +75,7 @@ class Client:
     best_test: dict[int, dict[str, Any]] = field(default_factory=dict)
     rng_state: torch.Tensor | None = None
     precision: str = "fp32"       # resolved forward precision: fp32 or bf16 (autocast + channels_last)
+    samples_dir: Any = None       # where this site writes its own qualitative sample (None: nowhere)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -275,8 +276,9 @@ class Client:
             model.load_state_dict(last_state)
         return pd.concat(frames, ignore_index=True).to_dict(orient="records")
 
-    def sample_prediction(self) -> dict[str, np.ndarray]:
-        """Image, full mask, a training label and the prediction of the first test case of each site."""
+    def sample_prediction(self) -> dict[int, dict[str, np.ndarray]]:
+        """Per held site: the first test case (image, full mask, prediction) and the first training case
+        (image, sparse label). Written locally by the site (fedicra.record), never sent."""
         from fedicra.eval.evaluate import predict
 
         model = self.method.personalized_model(self)
@@ -285,12 +287,12 @@ class Client:
             if not len(site.test) or not len(site.train):
                 continue
             item, train_item = site.test[0], site.train[0]
-            out[f"site{site.site}/image"] = np.asarray(item["image"], dtype=np.float32)
-            out[f"site{site.site}/mask"] = np.asarray(item["label"], dtype=np.uint8)
-            out[f"site{site.site}/train_image"] = np.asarray(train_item["image"], dtype=np.float32)
-            out[f"site{site.site}/train_label"] = np.asarray(train_item["label"], dtype=np.uint8)
-            out[f"site{site.site}/prediction"] = predict(model, torch.as_tensor(item["image"]),
-                                                         site=site.site).astype(np.uint8)
+            out[site.site] = {
+                "image": np.asarray(item["image"], dtype=np.float32),
+                "mask": np.asarray(item["label"], dtype=np.uint8),
+                "train_image": np.asarray(train_item["image"], dtype=np.float32),
+                "train_label": np.asarray(train_item["label"], dtype=np.uint8),
+                "prediction": predict(model, torch.as_tensor(item["image"]), site=site.site).astype(np.uint8)}
         return out
 
     # ------------------------------------------------------------------ persistence

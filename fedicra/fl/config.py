@@ -67,6 +67,9 @@ RUN_SCHEMA: dict[str, Any] = {
                                       "num_gpus_per_client": {"type": "number", "minimum": 0}},
                        "default": {"num_cpus_per_client": 1, "num_gpus_per_client": 0.0},
                        "description": "Ray resources per client (simulation backend)"},
+        "node_samples_dir": {"type": ["string", "null"], "default": None,
+                             "description": "Flower backends: folder on each node where its site writes its "
+                                            "qualitative sample (null: none); in-process runs write into the run directory"},
         "progress": {"type": "boolean", "default": True},
         "name": {"type": ["string", "null"], "default": None},
     },

@@ -37,7 +37,7 @@ NODE_WAIT_S = 120.0           # how long the ServerApp waits for every site's no
 def node_config_for(config: dict[str, Any], node_config: dict[str, Any]) -> dict[str, Any]:
     """The engine configuration as this node sees it (node-local dataset path and device)."""
     local = dict(config)
-    for key in ("dataset", "device"):
+    for key in ("dataset", "device", "node_samples_dir"):
         if key in node_config and str(node_config[key]):
             local[key] = str(node_config[key])
     return local
@@ -96,6 +96,7 @@ def handle_train(content: RecordDict, context: Context) -> RecordDict:
     # Rebuilding is cheap (datasets are cached per process by fedicra.fl.setup._site_data) and
     # keeps no hidden state in the process: everything personal comes from context.state.
     client = make_client(config, build_method(config), key)
+    client.samples_dir = config["node_samples_dir"]   # opt-in: the sample stays on this node
     if STATE in context.state:
         _restore(client, bytes(context.state[STATE]["snapshot"]))
     request = RecordDict({"config": ConfigRecord(settings)})

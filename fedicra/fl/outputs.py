@@ -30,20 +30,6 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    import pandas as pd
-
-    atomic_write(path, pd.DataFrame(rows).to_csv(index=False))
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write(path, buffer.getvalue())
-
-
 def _jsonable(value: Any):
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
@@ -81,10 +67,13 @@ def git_revision() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def environment_record(device: str) -> dict[str, Any]:
+def environment_record(config: dict[str, Any]) -> dict[str, Any]:
+    """Versions, revision and the device the run really used (`auto` resolved), for summary.json."""
     import importlib.metadata
 
     import torch
+
+    from fedicra.fl.client import resolve_device
 
     packages = {}
     for name in ("fedicra", "torch", "flwr", "numpy", "scipy", "medpy", "numba", "pandas", "snakemake", "h5py"):
@@ -92,7 +81,9 @@ def environment_record(device: str) -> dict[str, Any]:
             packages[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             packages[name] = None
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    device = resolve_device(config["device"])
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": packages,
-            "git_revision": git_revision(), "device": device, "gpu": gpu,
+            "git_revision": git_revision(), "device": str(device), "device_requested": config["device"],
+            "gpu": gpu, "precision": str(config.get("precision", "fp32")),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "cpu_count": os.cpu_count()}

@@ -11,7 +11,8 @@ Reply (client -> server):
     "extras":  ArrayRecord  statistics for the server (e.g. BatchNorm moments), not parameters
     "metrics": MetricRecord training loss terms, num_batches, num_cases, seconds
     "report":  ConfigRecord JSON text of validation rows / final per-case scores
-    "samples": ArrayRecord  final round only: one test case per site with its prediction
+Nothing else leaves a site: in the final round each site writes its qualitative sample itself
+(`fedicra.record.write_site_samples` into `client.samples_dir`), it is never part of a reply.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from fedicra import record
 from fedicra.fl.client import Client
 
 
@@ -68,7 +70,9 @@ def handle(client: Client, content: RecordDict) -> RecordDict:
             global_model = copy.deepcopy(client.model)
             global_model.load_state_dict({**global_model.state_dict(), **received})
         report["cases"] = client.final_scores(global_model)
-        reply["samples"] = to_record(client.sample_prediction())
+        if client.samples_dir is not None:
+            for site, arrays in client.sample_prediction().items():
+                record.write_site_samples(client.samples_dir, site, arrays)
         metrics: dict[str, float] = {}
     else:
         metrics = method.train_round(client, config)

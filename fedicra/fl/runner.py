@@ -24,4 +24,4 @@ def run_experiment(config: dict[str, Any], run_dir: str | Path, transport=None) 
         # Flower backends run the same Federation loop inside a ServerApp (see fedicra.fl.flower_app).
         return import_module(f"fedicra.fl.backends.{config['backend']}").run(config, Path(run_dir))
     experiment = assemble(config)
-    return experiment.federation(transport or experiment.in_process_transport(), run_dir).run()
+    return experiment.federation(transport or experiment.in_process_transport(run_dir), run_dir).run()

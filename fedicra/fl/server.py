@@ -17,6 +17,7 @@ from flwr.app import RecordDict
 
 from fedicra.atomic import remove_stale_temporaries
 from fedicra.errors import UserError
+from fedicra import record
 from fedicra.fl import outputs, protocol
 from fedicra.fl.cadence import CheckpointCadence
 from fedicra.fl.method import Method
@@ -39,7 +40,6 @@ class Reply:
     metrics: dict[str, float]
     weight: float
     report: dict[str, Any] = field(default_factory=dict)             # validation rows / final cases
-    samples: dict[str, torch.Tensor] = field(default_factory=dict)   # final round only
 
 
 @dataclass
@@ -82,7 +82,7 @@ class Federation:
         self.traffic: dict[int, dict[str, int]] = {}
         self.elapsed = 0.0       # compute + communication time of all exchanges
         self.rounds_wall = 0.0   # wall time of the round loop in this process, checkpoints included
-        self.checkpoint_path = self.run_dir / "checkpoints" / "federation.pt"
+        self.checkpoint_path = self.run_dir / record.CHECKPOINT
         self.cadence = CheckpointCadence(config["checkpoint_every"])
 
     # ------------------------------------------------------------------ checkpoints
@@ -133,8 +133,7 @@ class Federation:
             ok[site] = Reply(site=site, arrays=protocol.from_record(reply.get("arrays")),
                              extras=protocol.from_record(reply.get("extras")), metrics=metrics,
                              weight=_weight(metrics, self.config["aggregation_weight"]),
-                             report=json.loads(reply["report"]["json"]),
-                             samples=protocol.from_record(reply.get("samples")))
+                             report=json.loads(reply["report"]["json"]))
             up = protocol.count_bytes(ok[site].arrays) + protocol.count_bytes(ok[site].extras)
             self.traffic[site] = {"bytes_down": sent[site], "bytes_up": up}
         if not ok:
@@ -154,7 +153,7 @@ class Federation:
                                               seconds=reply.metrics.get("seconds"), **self.traffic.get(site, {}))
 
     def write_rounds(self) -> None:
-        outputs.write_csv(self.run_dir / "rounds.csv", [self.rows[k] for k in sorted(self.rows)])
+        record.write_rounds(self.run_dir, [self.rows[k] for k in sorted(self.rows)])
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
@@ -166,7 +165,7 @@ class Federation:
                 return done
             resumed = self.try_resume()
             # only now: a refused resume must leave the record of the earlier run untouched
-            outputs.write_json(self.run_dir / "config.json", self.config)
+            record.write_config(self.run_dir, self.config)
             return self._rounds(resumed)
 
     def _rounds(self, resumed: bool) -> dict[str, Any]:
@@ -206,17 +205,14 @@ class Federation:
         began = time.perf_counter()
         replies = self.exchange(self.config["rounds"] + 1, final=True)
         self.record(replies, self.config["rounds"] + 1, final=True)
-        cases, samples = [], {}
+        cases = []
         for site, reply in sorted(replies.items()):
             cases.extend(reply.report["cases"])
-            samples.update({k: v.numpy() for k, v in reply.samples.items()})
         if not cases:
             raise RunError("no test cases were scored")
         self.elapsed += time.perf_counter() - began
         self.write_rounds()
-        outputs.write_csv(self.run_dir / "cases.csv", cases)
-        if samples:
-            outputs.write_npz(self.run_dir / "predictions.npz", samples)
+        num_cases = record.write_cases(self.run_dir, cases)
         traffic_rows = [r for (_, site), r in sorted(self.rows.items()) if site == -1]
         summary = {
             "wall_clock_s": self.elapsed,
@@ -228,10 +224,11 @@ class Federation:
             "bytes_up": int(sum(r["bytes_up"] for r in traffic_rows)),
             "bytes_down": int(sum(r["bytes_down"] for r in traffic_rows)),
             "bytes_per_round": (sum(r["bytes_up"] + r["bytes_down"] for r in traffic_rows) / max(1, len(traffic_rows))),
+            "num_cases": num_cases,
             "protocol": protocol_statement(self.config, self.method),
-            "environment": outputs.environment_record(self.config["device"]),
+            "environment": outputs.environment_record(self.config),
         }
-        outputs.write_json(self.run_dir / "summary.json", summary)
+        record.write_summary(self.run_dir, summary)
         return summary
 
 

@@ -5,18 +5,28 @@ File names are fixed by (dataset, assignment) so the Snakemake rules can declare
 - tables/ranking.{md,tex}: Friedman/Nemenyi average ranks;
 - figures/<dataset>__<assignment>_per_site_dice.{png,pdf}, ..._val_curve.{png,pdf};
 - figures/<dataset>_qualitative.{png,pdf} (primary assignment, first seed);
-- figures/dice_by_annotation.{png,pdf}, figures/cd_diagram.{png,pdf}.
+- figures/<dataset>__<assignment>_fairness.{png,pdf} (one point per site per method);
+- tables/{fairness,label_efficiency,convergence}.{md,tex}, tables/numbers.csv (every number);
+- figures/dice_by_annotation.{png,pdf} (drawn only when the grid separates site and label kind),
+  figures/label_efficiency.{png,pdf}, figures/cd_diagram.{png,pdf}.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedicra import record
 from fedicra.errors import UserError
-from fedicra.report import figures, tables
+from fedicra.report import diagnostics, efficiency, fairness, figures, tables
 from fedicra.report.collect import Collected
-from fedicra.report.io import atomic_write_text
-from fedicra.report.stats import friedman_nemenyi, select_protocol, structures
+from fedicra.report.io import atomic_write_csv, atomic_write_text
+from fedicra.report.stats import compare_methods, friedman_nemenyi, select_protocol, structures
+
+# Tables over the whole report (beside the per-(dataset, assignment) ones) and the summary figures.
+SUMMARY_TABLES = ("ranking", "fairness", "label_efficiency", "convergence")
+SUMMARY_FIGURES = ("dice_by_annotation", "label_efficiency", "cd_diagram")
+COMBO_FIGURES = ("per_site_dice", "val_curve", "fairness")
+NUMBERS = "numbers.csv"   # every number of the report, long format
 
 MODELS = ("personalized", "global")
 SELECTIONS = ("last", "best_val", "best_test")
@@ -76,13 +86,55 @@ def write_tables(collected: Collected, opts: ReportOptions, out_dir: Path) -> li
         written += _write_table_pair(parts, out_dir / table_stem(dataset, assignment))
     result = ranking(collected, opts)
     if result is None:
-        note = "Ranking not computed: it needs at least 3 methods present on at least 2 (dataset, site) blocks.\n"
-        atomic_write_text(out_dir / "ranking.md", note)
-        atomic_write_text(out_dir / "ranking.tex", "% " + note)
-        written += [out_dir / "ranking.md", out_dir / "ranking.tex"]
+        written += _write_note_pair(out_dir / "ranking", "Ranking not computed: it needs at least 3 methods "
+                                                         "present on at least 2 (dataset, site) blocks.")
     else:
         written += _write_table_pair([tables.ranking_table(result)], out_dir / "ranking")
-    return written
+    order = method_order(collected, opts)
+    fair = fairness.fairness_table(cases)
+    written += _write_table_pair([tables.fairness_table(fair, order)], out_dir / "fairness")
+    ratios = efficiency.label_efficiency(cases)
+    if ratios.empty:
+        written += _write_note_pair(out_dir / "label_efficiency", "Label efficiency not computed: no run trained "
+                                    "a site on full masks (assignment `mask` or method `centralized_full`).")
+    else:
+        written += _write_table_pair([tables.efficiency_table(ratios, order)], out_dir / "label_efficiency")
+    written += _write_table_pair([tables.convergence_table(collected.runs, order)], out_dir / "convergence")
+    atomic_write_csv(out_dir / NUMBERS, every_number(collected, opts, cases, fair, ratios))
+    return written + [out_dir / NUMBERS]
+
+
+def every_number(collected: Collected, opts: ReportOptions, cases, fair, ratios):
+    """One long table (section, dataset, assignment, method, site, quantity, value) of the report's numbers."""
+    import pandas as pd
+
+    parts = []
+    for dataset, assignment in combos(collected):
+        part = cases[(cases["dataset"] == dataset) & (cases["assignment"] == assignment)]
+        cmp_ = compare_methods(part, metrics=opts.metrics, alpha=opts.alpha)
+        cmp_ = cmp_.assign(dataset=dataset, assignment=assignment, site=cmp_["site"].fillna("average"))
+        for quantity in ("mean", "std", "n_seeds", "p_vs_best"):
+            parts.append(cmp_.assign(section="results", quantity=cmp_["metric"] + "_" + cmp_["structure"] + "_" + quantity,
+                                     value=cmp_[quantity]))
+    for column in fairness.COLUMNS:
+        for suffix in ("", "_std"):
+            parts.append(fair.assign(section="fairness", site="", quantity=column + suffix, value=fair[column + suffix]))
+    if not ratios.empty:
+        parts.append(ratios.assign(section="label_efficiency", site=ratios["site_name"] + " (" + ratios["label"] + ")",
+                                   quantity="ratio", value=ratios["ratio"]))
+    runs = collected.runs
+    for column in ("convergence_gain", "wall_clock_s", "mb_per_round", "peak_rss_mb", "peak_gpu_mb"):
+        parts.append(runs.assign(section="runs", site="seed" + runs["seed"].astype(str), quantity=column,
+                                 value=runs[column]))
+    columns = ["section", "dataset", "assignment", "method", "site", "quantity", "value"]
+    return pd.concat([p[columns] for p in parts], ignore_index=True)
+
+
+def _write_note_pair(stem: Path, note: str) -> list[Path]:
+    md, tex = Path(f"{stem}.md"), Path(f"{stem}.tex")
+    atomic_write_text(md, note + "\n")
+    atomic_write_text(tex, "% " + note + "\n")
+    return [md, tex]
 
 
 def _write_table_pair(parts: list[tables.Table], stem: Path) -> list[Path]:
@@ -101,9 +153,19 @@ def combo_figures(collected: Collected, opts: ReportOptions, dataset: str, assig
     if part.empty:
         raise UserError(f"report figures: no runs for dataset {dataset}, assignment {assignment}")
     title = f"{dataset} ({assignment})"
-    written = figures.per_site_dice(part, opts.methods, Path(f"{stem}_per_site_dice"), title)
+    palette, families = colours(collected)
+    order = method_order(collected, opts)
+    written = figures.per_site_dice(part, order, Path(f"{stem}_per_site_dice"), title, palette)
     rounds = collected.rounds[(collected.rounds["dataset"] == dataset) & (collected.rounds["assignment"] == assignment)]
-    return written + figures.validation_curves(rounds, opts.methods, Path(f"{stem}_val_curve"), title)
+    written += figures.validation_curves(rounds, order, Path(f"{stem}_val_curve"), title, palette, families)
+    per_site = fairness.site_means(part).groupby(["method", "site_name"], as_index=False)["mean_dice"].mean()
+    return written + figures.fairness_points(per_site, order, Path(f"{stem}_fairness"), title, palette)
+
+
+def colours(collected: Collected) -> tuple[dict, dict]:
+    """(method -> colour, method -> family) for every method of the report, the same in every figure."""
+    bases = dict(zip(collected.runs["method"], collected.runs["base_method"]))
+    return figures.method_palette(bases), {m: figures.family_of(b) for m, b in bases.items()}
 
 
 def qualitative_figure(collected: Collected, opts: ReportOptions, dataset: str, out_dir: Path) -> list[Path]:
@@ -117,24 +179,41 @@ def qualitative_figure(collected: Collected, opts: ReportOptions, dataset: str, 
         raise UserError(f"report figures: no runs for dataset {dataset}")
     seed = runs["seed"].min()
     seed_runs = runs[runs["seed"] == seed]
-    files = {m: Path(d) / "predictions.npz" for m, d in zip(seed_runs["method"], seed_runs["run_dir"])
-             if (Path(d) / "predictions.npz").is_file()}
-    files = {m: files[m] for m in _ordered(files, opts.methods)}
-    if not files:
-        return _note_figure(stem, f"{dataset}: no predictions.npz in any run")
+    # what each site wrote locally (record.SAMPLES); nothing of it was ever sent to the server
+    samples = {m: record.read_samples(Path(d)) for m, d in zip(seed_runs["method"], seed_runs["run_dir"])}
+    samples = {m: samples[m] for m in method_order(collected, opts) if samples.get(m)}
+    if not samples:
+        return _note_figure(stem, f"{dataset}: no site wrote a qualitative sample (Flower backends write them "
+                                  "only with node_samples_dir, on the node)")
     dataset_cases = collected.cases[collected.cases["dataset"] == dataset]
     num_classes = len(structures(dataset_cases)) + 1
-    site_names = {f"site{i}": n for i, n in zip(dataset_cases["site"], dataset_cases["site_name"])}
+    site_names = dict(zip(dataset_cases["site"], dataset_cases["site_name"]))
     assignment = seed_runs["assignment"].iloc[0]
-    return figures.qualitative_panel(files, stem, num_classes, f"{dataset} ({assignment}, seed {seed})",
+    return figures.qualitative_panel(samples, stem, num_classes, f"{dataset} ({assignment}, seed {seed})",
                                      site_names)
+
+
+LABEL_KIND_NOT_SEPARATED = ("not drawn: in this grid site and label kind are the same factor (each label kind "
+                            "is used at one site only); use several assignments, e.g. rotate0..rotate4")
 
 
 def summary_figures(collected: Collected, opts: ReportOptions, out_dir: Path) -> list[Path]:
     """Dice by annotation type (all runs) and the critical-difference diagram."""
     out_dir = Path(out_dir)
     cases = select_protocol(collected.cases, opts.model, opts.selection)
-    written = figures.dice_by_annotation(cases, opts.methods, out_dir / "dice_by_annotation")
+    palette, _ = colours(collected)
+    order = method_order(collected, opts)
+    if diagnostics.separates_label_kind(cases):
+        written = figures.dice_by_annotation(diagnostics.label_kind_effect(cases), order,
+                                             out_dir / "dice_by_annotation", palette)
+    else:
+        written = _note_figure(out_dir / "dice_by_annotation", LABEL_KIND_NOT_SEPARATED)
+    ratios = efficiency.label_efficiency(cases)
+    if ratios.empty:
+        written += _note_figure(out_dir / "label_efficiency", "label efficiency needs a full-mask run "
+                                                              "(assignment mask or centralized_full)")
+    else:
+        written += figures.label_efficiency(ratios, order, out_dir / "label_efficiency", palette)
     result = ranking(collected, opts)
     if result is None:
         return written + _note_figure(out_dir / "cd_diagram", "critical-difference diagram needs >= 3 methods "
@@ -169,11 +248,11 @@ def method_order(collected: Collected, opts: ReportOptions) -> list[str]:
 
 
 def expected_outputs(datasets: list[str], assignments: list[str]) -> dict[str, list[str]]:
-    """Relative paths `write_tables` / `write_figures` produce for a grid (used by the Snakefile)."""
+    """Relative paths `write_tables` / `write_figures` produce for a grid."""
     stems = [table_stem(d, a) for d in datasets for a in assignments]
-    tables_ = [f"tables/{s}.{ext}" for s in stems + ["ranking"] for ext in ("md", "tex")]
-    figs = [f"figures/{s}_{kind}.{ext}" for s in stems for kind in ("per_site_dice", "val_curve")
-            for ext in ("png", "pdf")]
+    tables_ = [f"tables/{s}.{ext}" for s in stems + list(SUMMARY_TABLES) for ext in ("md", "tex")]
+    tables_ += [f"tables/{NUMBERS}"]
+    figs = [f"figures/{s}_{kind}.{ext}" for s in stems for kind in COMBO_FIGURES for ext in ("png", "pdf")]
     figs += [f"figures/{d}_qualitative.{ext}" for d in datasets for ext in ("png", "pdf")]
-    figs += [f"figures/{n}.{ext}" for n in ("dice_by_annotation", "cd_diagram") for ext in ("png", "pdf")]
+    figs += [f"figures/{n}.{ext}" for n in SUMMARY_FIGURES for ext in ("png", "pdf")]
     return {"tables": tables_, "figures": figs}

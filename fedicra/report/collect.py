@@ -1,4 +1,4 @@
-"""Read run directories (docs/contracts.md "Runs") into tidy pandas tables.
+"""Read run directories (through `fedicra.record`) into tidy pandas tables.
 
 Three tables come out, each with the run keys `dataset, assignment, method, seed` first:
 - cases: one row per (run, site, case, model, selection) with every metric column of cases.csv;
@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from fedicra import record
 from fedicra.errors import UserError
 
 KEYS = ["dataset", "assignment", "method", "seed"]
-CASE_COLUMNS = ["site", "site_name", "label", "case", "model", "selection"]
-# identifiers that must stay strings (a case named "001" is not the number 1)
-TEXT_COLUMNS = {"case": str, "site_name": str, "label": str, "model": str, "selection": str}
+CASE_COLUMNS = list(record.CASE_COLUMNS)
+TEXT_COLUMNS = record.CASE_TEXT   # identifiers that must stay strings (a case named "001" is not 1)
 _SEED_DIR = re.compile(r"^seed(\d+)$")
+_RUN_FILES = (record.SUMMARY, record.CONFIG, record.ROUNDS, record.CASES)
 
 
 @dataclass
@@ -42,64 +43,58 @@ def run_keys(run_dir: Path) -> dict:
             "method": run_dir.parent.name, "seed": int(match.group(1))}
 
 
+def is_run_dir(path: Path) -> bool:
+    """A `seed<k>` folder holding any run file (complete or not)."""
+    path = Path(path)
+    return bool(_SEED_DIR.match(path.name)) and any((path / name).is_file() for name in _RUN_FILES)
+
+
 def find_runs(root: Path) -> list[Path]:
-    """Every complete run (a directory holding summary.json) below `root`, sorted."""
+    """Every run directory (`seed<k>` holding any run file) below `root`, sorted. Incomplete runs are
+    included on purpose: `load_run` refuses them, so a report never silently averages fewer runs."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: runs folder does not exist")
-    return sorted(p.parent for p in root.rglob("summary.json") if _SEED_DIR.match(p.parent.name))
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing (the run is incomplete)") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
-
-
-def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path, dtype=TEXT_COLUMNS)
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing (the run is incomplete)") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise UserError(f"{path}: unreadable CSV ({str(err).splitlines()[0]})") from None
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise UserError(f"{path}: missing columns {', '.join(missing)}")
-    return frame
+    return sorted({p.parent for name in _RUN_FILES for p in root.rglob(name) if _SEED_DIR.match(p.parent.name)})
 
 
 def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
-    """(cases, run row, rounds) of one complete run directory."""
+    """(cases, run row, rounds) of one run directory, validated by `fedicra.record.check` first."""
+    from fedicra.report.diagnostics import convergence_gain
+
     run_dir = Path(run_dir)
     keys = run_keys(run_dir)
-    summary = _read_json(run_dir / "summary.json")
-    config = _read_json(run_dir / "config.json")
-    cases = _read_csv(run_dir / "cases.csv", CASE_COLUMNS + ["mean_dice"])
-    rounds = _read_csv(run_dir / "rounds.csv", ["round", "site", "mean_dice"])
+    summary = record.check(run_dir)
+    config = record.read_config(run_dir)
+    cases = record.read_cases(run_dir, expected_rows=summary["num_cases"])
+    rounds = record.read_rounds(run_dir)
     for frame in (cases, rounds):
         for i, (key, value) in enumerate(keys.items()):
             frame.insert(i, key, value)
-    rounds_done = summary.get("rounds") or 0
-    bytes_total = (summary.get("bytes_up") or 0) + (summary.get("bytes_down") or 0)
-    protocol = summary.get("protocol") or {}
+    rounds_done = summary["rounds"]
+    environment = summary["environment"]
     run = {
         **keys,
         "run_dir": str(run_dir),
         "base_method": config.get("method", keys["method"]),
         "rounds": rounds_done,
-        "bytes_up": summary.get("bytes_up"),
-        "bytes_down": summary.get("bytes_down"),
-        "mb_per_round": bytes_total / rounds_done / 1e6 if rounds_done else float("nan"),
-        "wall_clock_s": summary.get("wall_clock_s"),
-        "peak_rss_mb": summary.get("peak_rss_mb"),
-        "peak_gpu_mb": summary.get("peak_gpu_mb"),
-        "faithful": protocol.get("faithful", config.get("faithful")),
-        "protocol": json.dumps(protocol, sort_keys=True),
-        "environment": json.dumps(summary.get("environment") or {}, sort_keys=True),
+        "local_steps": config.get("local_steps"),
+        "val_fraction": config.get("val_fraction"),
+        "holdout_site": config.get("holdout_site"),
+        "bytes_up": summary["bytes_up"],
+        "bytes_down": summary["bytes_down"],
+        "mb_per_round": (summary["bytes_up"] + summary["bytes_down"]) / rounds_done / 1e6,
+        "wall_clock_s": summary["wall_clock_s"],
+        "peak_rss_mb": summary["peak_rss_mb"],
+        "peak_gpu_mb": summary["peak_gpu_mb"],
+        "num_cases": summary["num_cases"],
+        "device": environment.get("device"),
+        "gpu": environment.get("gpu"),
+        "precision": environment.get("precision", "fp32"),
+        "convergence_gain": convergence_gain(rounds),
+        "faithful": summary["protocol"].get("faithful", config.get("faithful")),
+        "protocol": json.dumps(summary["protocol"], sort_keys=True),
+        "environment": json.dumps(environment, sort_keys=True),
         "config": json.dumps(config, sort_keys=True),
     }
     return cases, run, rounds

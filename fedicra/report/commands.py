@@ -1,4 +1,6 @@
-"""`fedicra report collect|tables|figures|render|all`: aggregate run directories into a report.
+"""`fedicra report check|collect|tables|figures|render|all`: validate and aggregate run directories.
+
+    fedicra report check   results/default/runs                        # names the first problem, exit 2
 
     fedicra report collect results/default/runs --out reports/default
     fedicra report tables  --results reports/default --out reports/default/tables
@@ -30,12 +32,26 @@ def _options(args):
 
 
 def _run_dirs(paths: list[str]) -> list[Path]:
-    from fedicra.report.collect import find_runs
+    """Run directories given directly (a `seed<k>` folder) or found below a folder."""
+    from fedicra.errors import UserError
+    from fedicra.report.collect import find_runs, is_run_dir
 
     found = []
     for p in map(Path, paths):
-        found += [p] if (p / "summary.json").is_file() else find_runs(p)
+        found += [p] if is_run_dir(p) else find_runs(p)
+    if not found:
+        raise UserError(f"{', '.join(paths)}: no run directories found")
     return found
+
+
+def cmd_check(args) -> int:
+    """Validate run directories against the run record; the first problem is one line (exit 2)."""
+    from fedicra.record import check
+
+    for run_dir in _run_dirs(args.runs):
+        summary = check(run_dir)
+        print(f"ok {run_dir} ({summary['num_cases']} case rows, {summary['rounds']} rounds)")
+    return 0
 
 
 def cmd_collect(args) -> int:
@@ -108,6 +124,10 @@ def cmd_all(args) -> int:
 def register(subparsers) -> None:
     parser = subparsers.add_parser("report", help="aggregate runs into tables, figures and report.md")
     sub = parser.add_subparsers(dest="report_command", metavar="STEP", required=True)
+
+    p = sub.add_parser("check", help="validate run directories against the run record (fedicra.record)")
+    p.add_argument("runs", nargs="+", help="run directories or folders searched for them")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("collect", help="read run directories into cases.csv, runs.csv, rounds.csv")
     p.add_argument("runs", nargs="+", help="run directories or folders searched for them")

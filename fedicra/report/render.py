@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from fedicra.report import diagnostics, fairness
 from fedicra.report.build import ReportOptions, combos, method_order, primary_assignment, table_stem
 from fedicra.report.collect import Collected
 from fedicra.report.io import atomic_write_text
-from fedicra.report.stats import WILCOXON_TEST, natural_key
+from fedicra.report.stats import WILCOXON_TEST, natural_key, select_protocol
 
 MODEL_TEXT = {
     "personalized": "the **personalized** model of each site (its own personal parameters), scored on that site's own test set",
@@ -62,7 +63,7 @@ def _setup(collected: Collected, opts: ReportOptions) -> list[str]:
     configs = [json.loads(c) for c in runs["config"]]
     lines = ["## Setup", "", f"{len(runs)} runs: {runs['dataset'].nunique()} dataset(s) x "
              f"{runs['assignment'].nunique()} annotation assignment(s) x {runs['method'].nunique()} method(s) x "
-             f"{runs['seed'].nunique()} seed(s).", "",
+             f"{runs['seed'].nunique()} seed(s). Every number in a table is available in `tables/numbers.csv`.", "",
              "| dataset | assignment | sites (training label kind) | test cases per site |", "|---|---|---|---|"]
     first = cases.drop_duplicates(["dataset", "assignment", "site_name", "case"])
     for dataset, assignment in combos(collected):
@@ -82,13 +83,65 @@ def _setup(collected: Collected, opts: ReportOptions) -> list[str]:
 
 
 def _environment(collected: Collected) -> list[str]:
-    envs = [json.loads(e) for e in collected.runs["environment"]]
-    keys = sorted({k for e in envs for k in e})
-    lines = ["## Environment", "", "Values recorded by the runs (all distinct values are listed):", ""]
-    lines += [f"- `{k}`: {_values(e.get(k) for e in envs)}" for k in keys]
-    total_h = collected.runs["wall_clock_s"].sum() / 3600.0
-    lines += [f"- total training wall-clock: {total_h:.2f} h over {len(collected.runs)} runs", ""]
-    return lines
+    runs = collected.runs
+    envs = [json.loads(e) for e in runs["environment"]]
+    lines = ["## Environment", "", "Values recorded by the runs (all distinct values are listed):", "",
+             f"- device used: {_values(runs['device'])} (requested: {_values(e.get('device_requested') for e in envs)})",
+             f"- GPU model: {_values(runs['gpu'].dropna()) if runs['gpu'].notna().any() else 'none (CPU runs)'}"]
+    if any("precision" not in e for e in envs):
+        lines.append(f"- precision: {_values(runs['precision'])} (some runs did not record it: fp32 assumed)")
+    else:
+        lines.append(f"- precision: {_values(runs['precision'])}")
+    total_h = runs["wall_clock_s"].sum() / 3600.0
+    lines += [f"- wall time: {total_h:.2f} h of training over {len(runs)} runs "
+              f"(per run {runs['wall_clock_s'].min():.0f} to {runs['wall_clock_s'].max():.0f} s)"]
+    for key in sorted({k for e in envs for k in e} - {"packages", "device", "device_requested", "gpu", "precision"}):
+        lines.append(f"- `{key}`: {_values(e.get(key) for e in envs)}")
+    packages = sorted({k for e in envs for k in (e.get("packages") or {})})
+    lines += [f"- `{name}`: {_values((e.get('packages') or {}).get(name) for e in envs)}" for name in packages]
+    return lines + [""]
+
+
+def _warnings(collected: Collected, opts: ReportOptions) -> list[str]:
+    """Banners a reader must see before the tables: unconverged runs, a beaten bound, no-effect methods."""
+    runs, lines = collected.runs, []
+    flags = runs["convergence_gain"].map(diagnostics.convergence_flag)
+    late = runs[flags == "not converged"]
+    if len(late):
+        lines.append(f"> **Not converged: {len(late)} of {len(runs)} runs** were still improving at their last "
+                     f"round (validation Dice gained more than {diagnostics.CONVERGED_GAIN * 100:g} points over the "
+                     "last quarter of the rounds; see the convergence table). This report is a quick look, not a "
+                     "result: use a converged configuration (e.g. `config/converged.yaml`) for conclusions.")
+    unknown = int((flags == "unknown (no validation split)").sum())
+    if unknown:
+        lines.append(f"> {unknown} runs have no validation split (val_fraction 0): their convergence cannot be "
+                     "judged and only the `last` selection exists.")
+    n_seeds = runs.groupby(["dataset", "assignment", "method"])["seed"].nunique().min()
+    if n_seeds < 3:
+        lines.append(f"> Only {n_seeds} seed(s) per method: spreads are {'not available' if n_seeds < 2 else 'rough'}"
+                     " and significance marks are weak evidence.")
+    cases = select_protocol(collected.cases, opts.model, opts.selection)
+    for hit in diagnostics.beats_upper_bound(cases):
+        lines.append(f"> **Upper bound beaten:** {hit['method']} exceeds `{diagnostics.UPPER_BOUND}` on "
+                     f"{hit['dataset']} / {hit['assignment']} by {hit['margin'] * 100:.2f} Dice points, more than the "
+                     f"seed spread ({hit['spread'] * 100:.2f}): the bound is not trained to its potential.")
+    for a, b in diagnostics.identical_methods(collected.cases):
+        lines.append(f"> **Identical numbers:** `{a}` and `{b}` have the same score on every test case: the "
+                     "mechanism that distinguishes them had no measurable effect in these runs.")
+    return [line for item in lines for line in (item, "")]
+
+
+def _trades(collected: Collected, opts: ReportOptions) -> list[str]:
+    table = fairness.fairness_table(select_protocol(collected.cases, opts.model, opts.selection))
+    found = fairness.trades(table)
+    if not found:
+        return [f"No method buys a better average with a worse worst site (margin {fairness.TRADE_MARGIN * 100:g} "
+                "Dice points).", ""]
+    lines = ["Methods that trade the worst site for the average:", ""]
+    lines += [f"- {t['dataset']} / {t['assignment']}: `{t['method']}` beats `{t['over']}` on average by "
+              f"{t['average_gain'] * 100:.2f} points but its worst site is {t['worst_site_loss'] * 100:.2f} points lower"
+              for t in found]
+    return lines + [""]
 
 
 def _figure(path: Path, base: Path, alt: str) -> str:
@@ -104,6 +157,7 @@ def render_report(collected: Collected, opts: ReportOptions, out: Path, tables_d
     lines = [f"# {title or 'Personalized federated weakly-supervised segmentation benchmark'}: `{opts.name}`", "",
              f"Generated {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by "
              "`fedicra report render` from the run directories; rerun the workflow to refresh.", ""]
+    lines += _warnings(collected, opts)
     lines += _setup(collected, opts)
     lines += ["## Evaluation protocol", "", protocol_statement(collected, opts), ""]
     lines += ["## Results", ""]
@@ -117,9 +171,23 @@ def render_report(collected: Collected, opts: ReportOptions, out: Path, tables_d
     lines += [f"## Ranking across datasets and sites (assignment `{primary}`)", "",
               (Path(tables_dir) / "ranking.md").read_text(encoding="utf-8"), "",
               _figure(Path(figures_dir) / "cd_diagram.png", base, "critical-difference diagram"), ""]
-    lines += ["## Dice by annotation type", "",
-              "Each site's mean test Dice grouped by the label kind it trained with, over all assignments.", "",
-              _figure(Path(figures_dir) / "dice_by_annotation.png", base, "Dice by annotation type"), ""]
+    lines += _trades(collected, opts)
+    lines += ["## Fairness across sites", "", (Path(tables_dir) / "fairness.md").read_text(encoding="utf-8"), ""]
+    for dataset, assignment in combos(collected):
+        lines += [_figure(Path(figures_dir) / f"{table_stem(dataset, assignment)}_fairness.png", base,
+                          f"fairness, {dataset} {assignment}"), ""]
+    lines += ["## Label efficiency", "", (Path(tables_dir) / "label_efficiency.md").read_text(encoding="utf-8"), "",
+              _figure(Path(figures_dir) / "label_efficiency.png", base, "label efficiency"), ""]
+    lines += ["## Dice by annotation type", ""]
+    cases = select_protocol(collected.cases, opts.model, opts.selection)
+    if diagnostics.separates_label_kind(cases):
+        lines += ["Mean test Dice per training label kind, averaged over the sites that used it (each site's "
+                  "mean over seeds first), so the label kind's effect is not one site's difficulty.", "",
+                  _figure(Path(figures_dir) / "dice_by_annotation.png", base, "Dice by annotation type"), ""]
+    else:
+        lines += ["Not drawn: in this grid each label kind is used at a single site, so site and label kind are "
+                  "the same factor. A grid with several assignments (e.g. `rotate0` .. `rotate4`) separates them.", ""]
+    lines += ["## Convergence", "", (Path(tables_dir) / "convergence.md").read_text(encoding="utf-8"), ""]
     lines += ["## Qualitative results", ""]
     for dataset in dict.fromkeys(collected.runs["dataset"]):
         lines += [_figure(Path(figures_dir) / f"{dataset}_qualitative.png", base, f"qualitative, {dataset}"), ""]

@@ -67,11 +67,76 @@ def results_tables(cases: pd.DataFrame, dataset: str, assignment: str, methods: 
                 d.append(bool(h["significant"]))
             rows.append(row); bold.append(b); dagger.append(d)
         better = "lower" if metric in ("hd95", "assd") else "higher"
-        caption = (f"{dataset}, assignment {assignment}: {name} ({better} is better), mean ± std over "
-                   f"{n_seeds} seed(s); best in bold; † = significantly worse than the best "
+        caption = (f"{dataset}, assignment {assignment}: {name} ({better} is better), {seed_text(n_seeds)}; "
+                   f"best in bold; † = significantly worse than the best "
                    f"({WILCOXON_TEST} paired on seeds and test cases, p < {alpha}).")
         tables.append(Table(caption, header, rows, bold, dagger, label=f"tab:{dataset}-{assignment}-{metric}"))
     return tables
+
+
+def seed_text(n_seeds: int) -> str:
+    """How the cells were formed: no std claimed from a single seed."""
+    return "mean ± std over {} seeds".format(n_seeds) if n_seeds > 1 else "one seed (no spread over seeds: std not shown)"
+
+
+def fairness_table(fair: pd.DataFrame, methods: list[str]) -> Table:
+    """Average, worst-site Dice, std across sites and best-minus-worst gap per (dataset, assignment, method)."""
+    header = ["Dataset", "Assignment", "Method", "Average Dice (%)", "Worst-site Dice (%)", "Worst site",
+              "Std across sites (%)", "Best - worst (%)"]
+    rows, bold = [], []
+    for (dataset, assignment), part in fair.groupby(["dataset", "assignment"], sort=False):
+        order = [m for m in methods if m in set(part["method"])] + sorted(set(part["method"]) - set(methods))
+        part = part.set_index("method")
+        best = {"mean_dice": part["mean_dice"].max(), "worst_site_dice": part["worst_site_dice"].max(),
+                "site_std": part["site_std"].min(), "gap": part["gap"].min()}
+        for method in order:
+            r = part.loc[method]
+            rows.append([dataset, assignment, method] + [format_cell(r[c], r[c + "_std"], 100.0) for c in
+                                                         ("mean_dice", "worst_site_dice")]
+                        + [str(r["worst_site"])] + [format_cell(r[c], r[c + "_std"], 100.0) for c in ("site_std", "gap")])
+            flags = [bool(np.isclose(r[c], best[c])) for c in ("mean_dice", "worst_site_dice")]
+            flags2 = [bool(np.isclose(r[c], best[c])) for c in ("site_std", "gap")]
+            bold.append([False, False, False, *flags, False, *flags2])
+    n = int(fair["n_seeds"].max()) if len(fair) else 0
+    caption = (f"Fairness across sites: per seed, the mean Dice of each site, then their average, minimum (worst "
+               f"site), sample std and best-minus-worst gap; {seed_text(n)}; best in bold.")
+    return Table(caption, header, rows, bold, [[False] * len(header) for _ in rows], label="tab:fairness")
+
+
+def efficiency_table(ratios: pd.DataFrame, methods: list[str]) -> Table:
+    """Weak-label Dice / full-mask Dice per (dataset, label kind, method): mean ± std over sites."""
+    grouped = ratios.groupby(["dataset", "label", "method"])
+    summary = grouped["ratio"].agg(["mean", "std", "size"]).join(grouped["reference"].first()).reset_index()
+    header = ["Dataset", "Label kind", "Method", "Weak / full Dice", "Sites", "Full-mask reference"]
+    rows, bold = [], []
+    for (dataset, label), part in summary.groupby(["dataset", "label"], sort=False):
+        order = [m for m in methods if m in set(part["method"])] + sorted(set(part["method"]) - set(methods))
+        part = part.set_index("method")
+        for method in order:
+            r = part.loc[method]
+            rows.append([dataset, label, method, format_cell(r["mean"], r["std"]), str(int(r["size"])), r["reference"]])
+            bold.append([False, False, False, bool(np.isclose(r["mean"], part["mean"].max())), False, False])
+    caption = ("Label efficiency: each site's test Dice with the weak label kind divided by the same site's "
+               "full-mask Dice (the same method trained on full masks where such a run exists, else "
+               "centralized_full); mean ± std over the sites that used the label kind; best per label kind in bold.")
+    return Table(caption, header, rows, bold, [[False] * len(header) for _ in rows], label="tab:label-efficiency")
+
+
+def convergence_table(runs: pd.DataFrame, methods: list[str]) -> Table:
+    """Per run: the validation Dice gained over the last quarter of rounds and the resulting flag."""
+    from fedicra.report.diagnostics import CONVERGED_GAIN, convergence_flag
+
+    header = ["Dataset", "Assignment", "Method", "Seed", "Rounds", "Val. Dice gain, last quarter (%)", "Status"]
+    order = {m: i for i, m in enumerate(methods)}
+    part = runs.assign(_o=runs["method"].map(order)).sort_values(["dataset", "assignment", "_o", "method", "seed"])
+    rows = [[r["dataset"], r["assignment"], r["method"], str(r["seed"]), str(r["rounds"]),
+             _num(r["convergence_gain"] * 100.0, 2), convergence_flag(r["convergence_gain"])]
+            for _, r in part.iterrows()]
+    flags = [[False] * len(header) for _ in rows]
+    caption = (f"Convergence per run: validation mean Dice (mean over sites) at the last round minus at the start "
+               f"of the last quarter of the rounds; a gain above {CONVERGED_GAIN * 100:g} Dice points means the run "
+               "was still improving when it stopped (not converged).")
+    return Table(caption, header, rows, flags, [r[:] for r in flags], label="tab:convergence")
 
 
 def cost_table(runs: pd.DataFrame, dataset: str, assignment: str, methods: list[str]) -> Table:

@@ -35,6 +35,10 @@ rule tables:
         ranking=report(f"{REPORT}/tables/ranking.md", caption="../report/ranking.rst", category="Tables",
                        labels={"table": "ranking"}),
         ranking_tex=f"{REPORT}/tables/ranking.tex",
+        summary_md=[report(f"{REPORT}/tables/{name}.md", caption="../report/table.rst", category="Tables",
+                           labels={"table": name}) for name in ("fairness", "label_efficiency", "convergence")],
+        summary_tex=[f"{REPORT}/tables/{name}.tex" for name in ("fairness", "label_efficiency", "convergence")],
+        numbers=f"{REPORT}/tables/numbers.csv",
     params:
         report_cli=REPORT_CLI,
         results=lambda wildcards, input: os.path.dirname(input[0]),

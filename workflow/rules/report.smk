@@ -11,6 +11,9 @@ rule figures_dataset:
         curve=report_figure(f"{REPORT}/figures/{{dataset}}__{{assignment}}_val_curve.png", "val_curve",
                       "Training", dataset="{dataset}", assignment="{assignment}", figure="validation Dice"),
         curve_pdf=f"{REPORT}/figures/{{dataset}}__{{assignment}}_val_curve.pdf",
+        fairness=report_figure(f"{REPORT}/figures/{{dataset}}__{{assignment}}_fairness.png", "fairness",
+                         "Fairness", dataset="{dataset}", assignment="{assignment}", figure="sites per method"),
+        fairness_pdf=f"{REPORT}/figures/{{dataset}}__{{assignment}}_fairness.pdf",
     params:
         report_cli=REPORT_CLI,
         results=lambda wildcards, input: os.path.dirname(input[0]),
@@ -51,6 +54,9 @@ rule figures_summary:
         annotation=report_figure(f"{REPORT}/figures/dice_by_annotation.png", "dice_by_annotation", "Annotation types",
                            figure="Dice by annotation type"),
         annotation_pdf=f"{REPORT}/figures/dice_by_annotation.pdf",
+        efficiency=report_figure(f"{REPORT}/figures/label_efficiency.png", "label_efficiency", "Annotation types",
+                           figure="label efficiency"),
+        efficiency_pdf=f"{REPORT}/figures/label_efficiency.pdf",
         cd=report_figure(f"{REPORT}/figures/cd_diagram.png", "cd_diagram", "Ranking", figure="critical difference"),
         cd_pdf=f"{REPORT}/figures/cd_diagram.pdf",
     params:
@@ -70,7 +76,8 @@ rule report_markdown:
     input:
         collected=rules.collect.output,
         tables=rules.tables.output,
-        combos=[f"{REPORT}/figures/{stem}_{kind}.png" for stem in TABLE_STEMS for kind in ("per_site_dice", "val_curve")],
+        combos=[f"{REPORT}/figures/{stem}_{kind}.png" for stem in TABLE_STEMS
+                for kind in ("per_site_dice", "val_curve", "fairness")],
         qualitative=expand(f"{REPORT}/figures/{{dataset}}_qualitative.png", dataset=list(DATASETS)),
         summary=rules.figures_summary.output,
     output:

@@ -1,0 +1,97 @@
+"""Honesty checks a reader needs before trusting a table: convergence, bounds beaten, no-effect methods.
+
+- Convergence: the validation mean Dice (mean over sites) gained over the last quarter of the
+  rounds. A run whose gain exceeds `CONVERGED_GAIN` (0.01 = one Dice point) was still learning when
+  it stopped; one without validation scores (val_fraction 0) cannot be judged.
+- Upper bound: `centralized_full` (pooled training on full masks) bounds what weak labels can
+  reach; a method whose mean Dice beats it by more than the spread over seeds is flagged.
+- Identical methods: two methods whose per-case numbers are equal everywhere, i.e. one mechanism
+  had no measurable effect.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+CONVERGED_GAIN = 0.01
+UPPER_BOUND = "centralized_full"
+
+
+def convergence_gain(rounds: pd.DataFrame) -> float:
+    """Validation Dice at the last round minus at the round where the last quarter begins (NaN if unknown)."""
+    val = rounds[(rounds["site"] >= 0) & rounds["mean_dice"].notna()]
+    curve = val.groupby("round")["mean_dice"].mean().sort_index()
+    if len(curve) < 2:
+        return float("nan")
+    last = int(curve.index.max())
+    start = last - max(1, math.ceil(last / 4))
+    earlier = curve[curve.index <= start]
+    reference = earlier.iloc[-1] if len(earlier) else curve.iloc[0]
+    return float(curve.iloc[-1] - reference)
+
+
+def convergence_flag(gain: float) -> str:
+    if not np.isfinite(gain):
+        return "unknown (no validation split)"
+    return "not converged" if gain > CONVERGED_GAIN else "converged"
+
+
+def identical_methods(cases: pd.DataFrame) -> list[tuple[str, str]]:
+    """Pairs of methods (same dataset, assignment, seeds, cases) whose per-case mean Dice is identical."""
+    keys = ["dataset", "assignment", "seed", "site", "case", "model", "selection"]
+    pairs = []
+    for _, part in cases.groupby(["dataset", "assignment"]):
+        table = part.pivot_table(index=keys[2:], columns="method", values="mean_dice", aggfunc="first")
+        methods = sorted(table.columns)
+        for i, a in enumerate(methods):
+            for b in methods[i + 1:]:
+                both = table[[a, b]].dropna()
+                if len(both) and np.array_equal(both[a].to_numpy(), both[b].to_numpy()):
+                    pairs.append((a, b))
+    return sorted(set(pairs))
+
+
+def beats_upper_bound(cases: pd.DataFrame) -> list[dict]:
+    """Methods whose mean Dice exceeds `centralized_full` by more than the larger seed std of the two.
+
+    `cases` holds one protocol (model, selection). One entry per (dataset, assignment, method).
+    """
+    found = []
+    per_seed = cases.groupby(["dataset", "assignment", "method", "seed"])["mean_dice"].mean()
+    for (dataset, assignment), part in per_seed.groupby(level=["dataset", "assignment"]):
+        by_method = part.groupby(level="method")
+        if UPPER_BOUND not in by_method.groups:
+            continue
+        bound = by_method.get_group(UPPER_BOUND)
+        for method, values in by_method:
+            if method == UPPER_BOUND:
+                continue
+            spread = np.nanmax([values.std(), bound.std(), 0.0])
+            margin = values.mean() - bound.mean()
+            if margin > spread:
+                found.append({"dataset": dataset, "assignment": assignment, "method": method,
+                              "margin": float(margin), "spread": float(spread)})
+    return found
+
+
+def separates_label_kind(cases: pd.DataFrame) -> bool:
+    """True when, in every dataset, sites train with several label kinds across assignments and every
+    label kind is used at two sites or more (rotations, a Latin square). With one assignment site and
+    label kind are the same factor and the label-kind analysis would only relabel sites."""
+    pairs = cases.drop_duplicates(["dataset", "site_name", "label"])
+    for _, part in pairs.groupby("dataset"):
+        if part.groupby("site_name")["label"].nunique().max() < 2 or part.groupby("label")["site_name"].nunique().min() < 2:
+            return False
+    return not pairs.empty
+
+
+def label_kind_effect(cases: pd.DataFrame) -> pd.DataFrame:
+    """Mean Dice per (dataset, method, label kind), averaged first over seeds within each site, then over
+    sites, so the label kind's effect is not a site's difficulty. Also the number of sites it rests on."""
+    per_site = cases.groupby(["dataset", "method", "label", "site_name", "seed"])["mean_dice"].mean()
+    per_site = per_site.groupby(level=["dataset", "method", "label", "site_name"]).mean()
+    grouped = per_site.groupby(level=["dataset", "method", "label"])
+    return pd.DataFrame({"mean_dice": grouped.mean(), "std_over_sites": grouped.std(),
+                         "sites": grouped.size()}).reset_index()

@@ -1,0 +1,97 @@
+"""Convergence, bound, identical-method, fairness, label-kind and label-efficiency analyses on fakes."""
+import pandas as pd
+import pytest
+
+from fedicra.report import build, collect, diagnostics, efficiency, fairness
+from fedicra.report.__main__ import main as report_main
+from fedicra.report.fake_runs import write_fake_benchmark
+from fedicra.report.stats import select_protocol
+
+ROTATIONS = {"rotate0": ("scribble", "keypoint", "block"), "rotate1": ("keypoint", "block", "scribble")}
+
+
+@pytest.fixture(scope="module")
+def crossed(tmp_path_factory):
+    """Two rotations + full masks; fedicra sacrifices Domain1 and is still rising; twin == fedavg."""
+    root = tmp_path_factory.mktemp("crossed")
+    plan = {}
+    for assignment, labels in {**ROTATIONS, "mask": ("mask",)}.items():
+        boost = 0.1 if assignment == "mask" else 0.0
+        plan[("synth-faz", assignment, "fedavg")] = {"quality": 0.6 + boost, "labels": labels}
+        plan[("synth-faz", assignment, "twin")] = {"quality": 0.6 + boost, "labels": labels}
+        plan[("synth-faz", assignment, "fedicra")] = {"quality": 0.8 + boost, "labels": labels, "plateau": False,
+                                                      "site_quality": {0: 0.5 + boost}}
+        plan[("synth-faz", assignment, "centralized_full")] = {"quality": 0.65, "labels": ("mask",)}
+    write_fake_benchmark(root, plan, seeds=(0, 1, 2), num_sites=3, cases_per_site=5, img_size=12)
+    return root, collect.collect(collect.find_runs(root / "runs"))
+
+
+def test_convergence_gain_flags_still_rising_runs(crossed):
+    _, col = crossed
+    flags = col.runs.set_index(["assignment", "method", "seed"])["convergence_gain"].map(diagnostics.convergence_flag)
+    assert (flags.xs("fedicra", level="method") == "not converged").all()
+    assert (flags.xs("fedavg", level="method") == "converged").all()
+    rounds = pd.DataFrame({"round": [1, 2, 3, 4], "site": 0, "mean_dice": [0.1, 0.5, 0.7, 0.9]})
+    assert diagnostics.convergence_gain(rounds) == pytest.approx(0.2)   # last quarter of 4 rounds: 3 -> 4
+    assert diagnostics.convergence_gain(rounds.assign(mean_dice=float("nan"))) != 0.0   # NaN: unknown
+
+
+def test_identical_methods_and_beaten_bound_are_flagged(crossed):
+    _, col = crossed
+    assert diagnostics.identical_methods(col.cases) == [("fedavg", "twin")]
+    cases = select_protocol(col.cases, "personalized", "best_val")
+    beaten = {(h["assignment"], h["method"]) for h in diagnostics.beats_upper_bound(cases)}
+    assert ("mask", "fedicra") in beaten and ("rotate0", "fedavg") not in beaten
+
+
+def test_label_kind_design_and_effect(crossed):
+    _, col = crossed
+    cases = select_protocol(col.cases, "personalized", "best_val")
+    assert diagnostics.separates_label_kind(cases)
+    assert not diagnostics.separates_label_kind(cases[cases["assignment"] == "rotate0"])
+    effect = diagnostics.label_kind_effect(cases[cases["assignment"] != "mask"])
+    keypoint = effect[(effect["method"] == "fedicra") & (effect["label"] == "keypoint")].iloc[0]
+    # keypoint was used by Domain2 (rotate0) and Domain1 (rotate1): the effect averages both sites
+    assert keypoint["sites"] == 2
+    per_site = cases[(cases["method"] == "fedicra") & (cases["label"] == "keypoint")].groupby("site_name")["mean_dice"].mean()
+    assert keypoint["mean_dice"] == pytest.approx(per_site.mean())
+
+
+def test_fairness_worst_site_and_trades(crossed):
+    _, col = crossed
+    cases = select_protocol(col.cases, "personalized", "best_val")
+    table = fairness.fairness_table(cases).set_index(["assignment", "method"])
+    row = table.loc[("rotate0", "fedicra")]
+    assert row["worst_site"] == "Domain1" and row["worst_site_dice"] == pytest.approx(0.5, abs=0.05)
+    assert row["gap"] == pytest.approx(0.3, abs=0.05) and row["n_seeds"] == 3
+    trades = {(t["assignment"], t["method"], t["over"]) for t in fairness.trades(table.reset_index())}
+    assert ("rotate0", "fedicra", "fedavg") in trades and not any(t[1] == "fedavg" for t in trades)
+
+
+def test_label_efficiency_prefers_the_same_method_on_full_masks(crossed):
+    _, col = crossed
+    cases = select_protocol(col.cases, "personalized", "best_val")
+    ratios = efficiency.label_efficiency(cases)
+    fedavg = ratios[(ratios["method"] == "fedavg") & (ratios["assignment"] == "rotate0")]
+    assert set(fedavg["reference"]) == {"same method, full masks"}
+    assert fedavg["ratio"].mean() == pytest.approx(0.6 / 0.7, abs=0.02)
+    # without the mask assignment the pooled full-mask bound is the reference
+    no_mask = efficiency.label_efficiency(cases[cases["assignment"] != "mask"])
+    assert set(no_mask[no_mask["method"] == "fedavg"]["reference"]) == {"centralized_full"}
+    assert efficiency.label_efficiency(cases[~cases["method"].isin(["centralized_full"]) &
+                                             (cases["assignment"] != "mask")]).empty
+
+
+def test_report_shows_banners_and_draws_label_kind_figure(crossed, tmp_path):
+    root, _ = crossed
+    out = tmp_path / "rep"
+    assert report_main(["all", str(root / "runs"), "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "**Not converged:" in report and "**Identical numbers:** `fedavg` and `twin`" in report
+    assert "**Upper bound beaten:** fedicra" in report
+    assert "mean ± std over 3 seeds" in report
+    assert "![Dice by annotation type](figures/dice_by_annotation.png)" in report
+    assert "`fedicra` beats `fedavg` on average" in report
+    assert "| synth-faz | keypoint | fedavg |" in (out / "tables" / "label_efficiency.md").read_text()
+    for rel in build.expected_outputs(["synth-faz"], ["mask", "rotate0", "rotate1"])["figures"]:
+        assert (out / rel).is_file(), rel
