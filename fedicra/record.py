@@ -58,10 +58,11 @@ ENVIRONMENT_SCHEMA: dict[str, Any] = {
 }
 SUMMARY_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["wall_clock_s", "rounds_wall_clock_s", "peak_rss_mb", "peak_gpu_mb", "rounds", "bytes_up",
-                 "bytes_down", "bytes_per_round", "num_cases", "protocol", "environment"],
+    "required": ["wall_clock_s", "rounds_wall_clock_s", "checkpoint_wall_clock_s", "peak_rss_mb", "peak_gpu_mb",
+                 "rounds", "bytes_up", "bytes_down", "bytes_per_round", "num_cases", "protocol", "environment"],
     "properties": {
-        "wall_clock_s": _number, "rounds_wall_clock_s": _number, "peak_rss_mb": _number,
+        "wall_clock_s": _number, "rounds_wall_clock_s": _number, "checkpoint_wall_clock_s": _number,
+        "peak_rss_mb": _number,
         "peak_gpu_mb": {"type": ["number", "null"]}, "rounds": {"type": "integer", "minimum": 1},
         "bytes_up": _count, "bytes_down": _count, "bytes_per_round": _number,
         "num_cases": {"type": "integer", "minimum": 1, "description": "rows of cases.csv"},

@@ -117,7 +117,8 @@ def write_fake_run(
 
     packages = {"fedicra": "0.1.0", "torch": "2.13.0", "flwr": "1.42.0"}
     summary = {
-        "wall_clock_s": 10.0 + 5 * quality, "rounds_wall_clock_s": 10.0 + 5 * quality, "peak_rss_mb": 500.0,
+        "wall_clock_s": 10.0 + 5 * quality, "rounds_wall_clock_s": 10.0 + 5 * quality,
+        "checkpoint_wall_clock_s": 0.1, "peak_rss_mb": 500.0,
         "peak_gpu_mb": None, "rounds": rounds, "num_cases": num_cases,
         "bytes_up": int(rounds * 1000 * sum(range(1, num_sites + 1))), "bytes_down": int(rounds * 2000 * num_sites),
         "bytes_per_round": float(1000 * sum(range(1, num_sites + 1)) + 2000 * num_sites),
