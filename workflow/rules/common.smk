@@ -102,17 +102,36 @@ def run_config(wildcards):
             "name": f"{wildcards.dataset}/{wildcards.assignment}/{wildcards.method}/seed{wildcards.seed}"}
 
 
-def _gpu_devices():
+def _gpu_plan():
+    """(--gpus value for the slot allocator, GPU slots visible on this machine).
+
+    `auto` is resolved here too, so a local run starts at most `GPUs x runs_per_gpu` training jobs at
+    once (Snakemake's `gpu` is only a counter). Snakefile code cannot tell a cluster run from a local
+    one; on a cluster the jobs get their GPU from the scheduler and the count seen here is only a limit
+    when the submit host itself has GPUs (then pass `--resources gpu=<jobs>` to override it).
+    """
     devices = config["gpus"]["devices"]
-    return devices if isinstance(devices, str) else ",".join(str(d) for d in devices)
+    spec = devices if isinstance(devices, str) else ",".join(str(d) for d in devices)
+    if spec == "none":
+        return spec, 0
+    if str(REPO) not in sys.path:  # this checkout's fedicra, as the jobs get through PYTHONPATH
+        sys.path.insert(0, str(REPO))
+    from fedicra.gpu_slots import parse_gpus
+    return spec, len(parse_gpus(spec)) * config["gpus"]["runs_per_gpu"]
 
 
-USES_GPU = _gpu_devices() != "none"
-SLOT_ARGS = (f"--gpus {_gpu_devices()} --runs-per-gpu {config['gpus']['runs_per_gpu']}" +
+GPU_SPEC, GPU_SLOTS = _gpu_plan()
+USES_GPU = GPU_SPEC != "none"  # a job with no GPU in its slot runs on the CPU (no limit on an undeclared gpu)
+SLOT_ARGS = (f"--gpus {GPU_SPEC} --runs-per-gpu {config['gpus']['runs_per_gpu']}" +
              (f" --lock-dir {config['gpus']['lock_dir']}" if config["gpus"]["lock_dir"] else ""))
 GPU_RESOURCES = {"gpu": 1} if USES_GPU else {}
 if USES_GPU and config["resources"]["gpu_model"]:
     GPU_RESOURCES["gpu_model"] = config["resources"]["gpu_model"]
+if GPU_SLOTS and "gpu" not in workflow.global_resources:  # an explicit --resources gpu=N wins
+    workflow.register_resource("gpu", GPU_SLOTS)
+if USES_GPU:
+    print(f"fedicra workflow: {GPU_SLOTS or 'no'} local GPU slots (gpus.devices: {GPU_SPEC})"
+          + ("" if GPU_SLOTS else "; local jobs train on the CPU"), file=sys.stderr)
 
 
 def dataset_names(source):
