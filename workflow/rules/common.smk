@@ -7,6 +7,8 @@ from pathlib import Path
 from snakemake.settings.types import DeploymentMethod
 
 REPO = Path(workflow.basedir)
+if str(REPO) not in sys.path:  # parse-time helpers import this checkout's fedicra, as jobs do via PYTHONPATH
+    sys.path.insert(0, str(REPO))
 NAME = config["name"]
 RESULTS = config.get("results_dir") or f"results/{NAME}"
 REPORT = f"{config['reports_dir']}/{NAME}"
@@ -30,9 +32,19 @@ def resolve_path(text):
     return REPO / path
 
 
+def import_folders(spec):
+    """(images, masks) of an import dataset: the configured folders when both exist, else the copy
+    shipped in the package (`builtin`), else the configured ones (reported missing)."""
+    configured = [resolve_path(spec[k]) for k in ("images", "masks") if k in spec]
+    if spec.get("builtin") and not (len(configured) == 2 and all(p.is_dir() for p in configured)):
+        from fedicra.data.builtin import builtin_folders
+        return list(builtin_folders(spec["builtin"]))
+    return configured
+
+
 def _needed_folders(spec):
     if spec["source"] == "import":
-        return [resolve_path(spec["images"]), resolve_path(spec["masks"])]
+        return import_folders(spec)
     if spec["source"] == "folder":
         return [resolve_path(spec["path"])]
     return []
@@ -41,7 +53,8 @@ def _needed_folders(spec):
 def _active_datasets():
     active = {}
     for name, spec in config["datasets"].items():
-        required = {"synth": ["size"], "import": ["size", "images", "masks", "site_patterns"],
+        folders = [] if spec.get("builtin") else ["images", "masks"]
+        required = {"synth": ["size"], "import": ["size", "site_patterns", *folders],
                     "folder": ["path"]}[spec["source"]]
         missing = [k for k in required if k not in spec]
         if missing:
@@ -114,8 +127,6 @@ def _gpu_plan():
     spec = devices if isinstance(devices, str) else ",".join(str(d) for d in devices)
     if spec == "none":
         return spec, 0
-    if str(REPO) not in sys.path:  # this checkout's fedicra, as the jobs get through PYTHONPATH
-        sys.path.insert(0, str(REPO))
     from fedicra.gpu_slots import parse_gpus
     return spec, len(parse_gpus(spec)) * config["gpus"]["runs_per_gpu"]
 

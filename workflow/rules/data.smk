@@ -32,8 +32,8 @@ rule import_dataset:
         fedicra=FEDICRA,
         root=lambda wc: dataset_root(wc.dataset),
         args=lambda wc: " ".join(
-            [f"--images '{resolve_path(DATASETS[wc.dataset]['images'])}'",
-             f"--masks '{resolve_path(DATASETS[wc.dataset]['masks'])}'",
+            [f"--images '{import_folders(DATASETS[wc.dataset])[0]}'",
+             f"--masks '{import_folders(DATASETS[wc.dataset])[1]}'",
              f"--task {DATASETS[wc.dataset]['task']}", f"--size {DATASETS[wc.dataset]['size']}",
              f"--seed {DATASETS[wc.dataset]['seed']}"]
             + [f"--site-pattern '{p}'" for p in DATASETS[wc.dataset]["site_patterns"]]
