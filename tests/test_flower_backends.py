@@ -79,6 +79,13 @@ def task_identity():
     TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
 
 
+@pytest.fixture(autouse=True)
+def node_state_home(monkeypatch, tmp_path):
+    """Nodes without a state-dir keep their personal state under $XDG_STATE_HOME: a private one."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "node-state-home"))
+    return tmp_path / "node-state-home"
+
+
 @pytest.fixture(scope="module")
 def reference(tiny_faz, tmp_path_factory):
     """The in-process run every Flower backend must reproduce exactly."""
@@ -101,12 +108,14 @@ def assert_same_results(run_dir: Path, reference) -> None:
     assert summary["rounds"] == 2 and summary["bytes_up"] > 0
 
 
-def test_loopback_flower_path_matches_inprocess_and_keeps_fedbn_personal(reference, task_identity, tmp_path):
+def test_loopback_flower_path_matches_inprocess_and_keeps_fedbn_personal(reference, task_identity, tmp_path,
+                                                                         node_state_home):
     config = flower_config(reference, backend="deployment")
     # Node ids deliberately unrelated to site order: the query message must map them.
     grid = LoopbackGrid(flower_app.client_app, {71: {"site": "1"}, 13: {"site": "0"}})
-    flower_app.serve(grid, config, tmp_path)
-    assert_same_results(tmp_path, reference)
+    run_dir = tmp_path / "run"
+    flower_app.serve(grid, config, run_dir)
+    assert_same_results(run_dir, reference)
 
     method = build_method(config)
     from fedicra.fl.setup import load_manifest, make_client
@@ -128,14 +137,55 @@ def test_loopback_flower_path_matches_inprocess_and_keeps_fedbn_personal(referen
             uploaded = set(reply.content["arrays"])
             assert uploaded and uploaded == {k for k in model.state_dict() if not method.is_personal(k)}
         assert set(reply.content) <= {"arrays", "extras", "metrics", "report", "samples"}
-    # The personal state stayed on the node, in its context.
+    # The personal state stayed on the node, on its disk; the context holds only a marker.
     state = context_from_proto(grid.contexts[13]).state
-    assert "fedicra" in state and len(state["fedicra"]["snapshot"]) > 0
+    assert dict(state["fedicra"]) == {"key": 0, "round": 3}
+    node_files = sorted(p.relative_to(node_state_home) for p in node_state_home.rglob("*.pt"))
+    assert [p.name for p in node_files] == ["round2.pt", "round2.pt"]   # older rounds pruned
+    assert not list(run_dir.rglob("round*.pt"))   # nothing personal in the server's run directory
 
-    # Personal state is on the nodes, so the server checkpoint cannot resume the run.
-    again = LoopbackGrid(flower_app.client_app, {1: {"site": "0"}, 2: {"site": "1"}})
-    with pytest.raises(UserError, match="cannot resume from the server checkpoint"):
-        flower_app.serve(again, config, tmp_path)
+
+def crash_at(round_: int, site_node: int):
+    """A grid failure that stops the server in `round_` (after the sites' earlier rounds)."""
+    def fail(node, message):
+        if message.metadata.message_type == "train" and message.content["config"]["round"] == round_ \
+                and node == site_node:
+            raise KeyboardInterrupt   # stands for the server process dying mid-round
+    return fail
+
+
+def test_server_and_nodes_restarted_mid_run_resume_to_identical_cases(reference, task_identity, tmp_path):
+    config = flower_config(reference, backend="deployment", rounds=3, checkpoint_every=2)
+    uninterrupted = tmp_path / "uninterrupted"
+    flower_app.serve(LoopbackGrid(flower_app.client_app, {1: {"site": "0"}, 2: {"site": "1"}}), config,
+                     uninterrupted)
+    # Killed in round 3, after site 0 already trained round 3 and the server checkpointed round 2.
+    run_dir = tmp_path / "resumed"
+    nodes = {1: {"site": "0", "state-dir": str(tmp_path / "host0")}, 2: {"site": "1", "state-dir": str(tmp_path / "host1")}}
+    with pytest.raises(KeyboardInterrupt):
+        flower_app.serve(LoopbackGrid(flower_app.client_app, nodes, fail=crash_at(3, 2)), config, run_dir)
+    assert {p.name for p in (tmp_path / "host0").rglob("round*.pt")} == {"round2.pt", "round3.pt"}
+    # A fresh server and fresh nodes (empty contexts, new node ids) continue from round 2 on both sides.
+    fresh = LoopbackGrid(flower_app.client_app, {7: nodes[1], 8: nodes[2]})
+    flower_app.serve(fresh, config, run_dir)
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "cases.csv"), pd.read_csv(uninterrupted / "cases.csv"))
+    trained = sorted({int(r.content["config"]["round"]) for _, r, _ in fresh.log if r.metadata.message_type == "train"})
+    assert trained == [3, 4]   # round 3 again from the checkpoint, then the final exchange
+
+
+def test_node_that_lost_its_state_is_one_line_error(reference, task_identity, tmp_path):
+    import shutil
+
+    config = flower_config(reference, backend="deployment", rounds=3, checkpoint_every=1)
+    nodes = {1: {"site": "0", "state-dir": str(tmp_path / "host0")}, 2: {"site": "1", "state-dir": str(tmp_path / "host1")}}
+    with pytest.raises(KeyboardInterrupt):
+        flower_app.serve(LoopbackGrid(flower_app.client_app, nodes, fail=crash_at(2, 1)), config, tmp_path / "run")
+    shutil.rmtree(tmp_path / "host1")
+    with pytest.raises(RunError) as err:
+        flower_app.serve(LoopbackGrid(flower_app.client_app, nodes), config, tmp_path / "run")
+    message = str(err.value)
+    assert "site 1 failed in round 2" in message and "no personal state of this site on this node" in message
+    assert "\n" not in message
 
 
 def test_failing_site_stops_the_run_with_one_line_error(reference, task_identity, tmp_path):
