@@ -3,6 +3,7 @@ simulation, and a real SuperLink + SuperNodes deployment on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -357,3 +358,119 @@ def test_deployment_processes_stop_when_the_launcher_gets_sigterm(reference, tmp
     finally:
         launcher.kill()
     assert not _flower_processes(markers)
+
+
+def _wait_for_round(run_dir: Path, round_: int, launcher, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rounds = run_dir / "rounds.csv"
+        if rounds.is_file() and round_ in set(pd.read_csv(rounds)["round"]):
+            return
+        assert launcher.poll() is None, launcher.communicate()[1][-2000:]
+        time.sleep(0.2)
+    raise AssertionError(f"round {round_} did not finish within {timeout:g} s")
+
+
+def _no_leftovers(markers: list[str], timeout: float = 20) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while (left := _flower_processes(markers)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_deployment_killed_node_then_killed_launcher_resumes_to_identical_cases(reference, tmp_path,
+                                                                              recorded_deployments):
+    """SIGKILL of a SuperNode: one line naming the site and the round; SIGKILL of the launcher (the
+    server side): no process is left; the same command then resumes to the uninterrupted cases."""
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+    import yaml
+
+    # threads=1 as in this test process: torch's CPU kernels give the same bits only at the same thread count
+    config = flower_config(reference, rounds=3, threads=1)
+    uninterrupted = tmp_path / "inprocess"
+    run_experiment(config, uninterrupted)
+    run_dir = tmp_path / "run"
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump({**config, "backend": "deployment"}))
+    command = [sys.executable, "-m", "fedicra", "run", "--config", str(config_file), "--out", str(run_dir)]
+
+    def launch():
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def children(launcher, needle):
+        found = []
+        for proc in psutil.Process(launcher.pid).children(recursive=True):
+            try:
+                cmdline = proc.cmdline()
+            except psutil.Error:   # exited meanwhile (e.g. a finished flwr-clientapp)
+                continue
+            if needle in " ".join(cmdline):
+                found.append((proc, cmdline))
+        return found
+
+    def port_markers(launcher):
+        return _markers([c for _, c in children(launcher, "flower-") if "--port" in c])
+
+    # 1. A SuperNode dies in round 2: the launcher stops everything and says which site and round.
+    launcher = launch()
+    try:
+        _wait_for_round(run_dir, 1, launcher)
+        (node,) = [p for p, c in children(launcher, "flower-supernode") if "site=1" in " ".join(c)]
+        markers = port_markers(launcher)
+        node.kill()
+        _, err = launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 2, err[-2000:]
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "site 1" in error_lines[0] and "round 2" in error_lines[0], err[-2000:]
+    assert not _no_leftovers(markers)
+
+    # 2. The launcher itself is SIGKILLed in round 3: its children die with it (parent-death signal).
+    launcher = launch()
+    try:
+        _wait_for_round(run_dir, 2, launcher)
+        markers = port_markers(launcher)
+        assert len(markers) == 2 * 3   # SuperLink + 2 SuperNodes, two spellings each
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(timeout=30)
+    finally:
+        launcher.kill()
+    assert not _no_leftovers(markers), "processes left after SIGKILL of the launcher"
+    assert not (run_dir / "summary.json").exists()
+
+    # 3. The same command again resumes (server checkpoint + each node's own state) to identical cases.
+    launcher = launch()
+    _, err = launcher.communicate(timeout=240)
+    assert launcher.returncode == 0, err[-2000:]
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "cases.csv"), pd.read_csv(uninterrupted / "cases.csv"))
+    assert sorted(p.name for p in (run_dir / "nodes").rglob("*.pt")) == ["round3.pt", "round3.pt"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_simulation_backend_keeps_ray_on_loopback(reference):
+    """Ray started with the simulation backend's init arguments (as Flower passes them to ray.init)
+    listens on 127.0.0.1 only: no socket of this process or of any Ray process on another address."""
+    import psutil
+    import ray
+
+    from fedicra.fl.backends.simulation import backend_config, ray_listeners
+
+    assert not ray.is_initialized()
+    ray.init(**backend_config(reference[0])["init_args"])
+    try:
+        listeners = ray_listeners()
+    finally:
+        ray.shutdown()
+    assert listeners, "found no Ray listening socket at all: the check would be vacuous"
+    exposed = [entry for entry in listeners if not entry.startswith("127.0.0.1:")]
+    assert not exposed, f"Ray listens beyond loopback: {exposed}"
+    assert psutil.Process().is_running()

@@ -20,6 +20,22 @@ def backend_config(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def ray_listeners() -> list[str]:
+    """`address:port (process)` of every listening TCP socket of this process and its Ray children."""
+    import psutil
+
+    me = psutil.Process()
+    found = []
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            sockets = proc.net_connections(kind="inet")
+            name = proc.name()
+        except psutil.Error:
+            continue
+        found += [f"{c.laddr.ip}:{c.laddr.port} ({name})" for c in sockets if c.status == psutil.CONN_LISTEN]
+    return found
+
+
 def run(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     import json
 
