@@ -34,6 +34,32 @@ STATE = "fedicra"             # context.state key of the node's marker (site, la
 KEEP_FROM = "keep_from"       # request ConfigRecord key: round of the server's latest checkpoint
 ERROR_FILE = "flower_error.txt"  # written into the run directory when the ServerApp fails
 NODE_WAIT_S = 120.0           # how long the ServerApp waits for every site's node to connect
+LAUNCHER_PID = "FEDICRA_LAUNCHER_PID"  # env var set by the local launcher for its whole process tree
+
+
+def exit_with_launcher() -> None:
+    """In a process started (through Flower) by the local launcher: exit at once when the launcher
+    is gone, e.g. killed with SIGKILL. Flower's own parent watch sends SIGINT, on which a ServerApp
+    blocked on a dead SuperLink can linger and keep writing the run directory; this hard exit cannot."""
+    import os
+    import threading
+
+    pid = int(os.environ.get(LAUNCHER_PID, "0") or 0)
+    if pid <= 0 or getattr(exit_with_launcher, "started", False):
+        return
+    exit_with_launcher.started = True
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:   # a pid reused by another user's process: the launcher is gone
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="fedicra-launcher-watch", daemon=True).start()
 
 
 # ---------------------------------------------------------------------------------------------- client
@@ -75,6 +101,7 @@ def handle_train(content: RecordDict, context: Context) -> RecordDict:
     from fedicra.fl.registry import build_method
     from fedicra.fl.setup import make_client
 
+    exit_with_launcher()
     settings = dict(content["config"])
     run_config = json.loads(settings.pop(RUN_CONFIG))
     keep_from = int(settings.pop(KEEP_FROM, 0))
@@ -239,6 +266,7 @@ def serve(grid: Grid, config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     from fedicra.fl.setup import client_keys, load_manifest
     from fedicra.seeding import seed_everything
 
+    exit_with_launcher()
     run_dir = Path(run_dir)
     error_file = run_dir / ERROR_FILE
     error_file.unlink(missing_ok=True)

@@ -114,6 +114,8 @@ class LocalDeployment:
     """Starts and stops the processes of a loopback deployment; use as a context manager."""
 
     def __init__(self, config: dict[str, Any], run_dir: Path, keys: list[int], workdir: Path | None = None):
+        from fedicra.fl.flower_app import LAUNCHER_PID
+
         self.config, self.run_dir, self.keys = config, Path(run_dir), list(keys)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="fedicra-flower-"))
         self.processes: list[tuple[str, subprocess.Popen, Path]] = []   # (role, process, log)
@@ -123,6 +125,8 @@ class LocalDeployment:
             "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
             "PYTHONUNBUFFERED": "1",
+            # every ServerApp/ClientApp of this deployment exits when this process is gone
+            LAUNCHER_PID: str(os.getpid()),
             # the SuperLink and SuperNodes spawn flower-superexec / flwr-serverapp / flwr-clientapp
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         })
