@@ -480,3 +480,27 @@ def test_simulation_backend_ray_listeners(reference, capsys):
     assert exposed, "Ray now stays on loopback: remove the simulation backend's exposure warning"
     warning = ray_exposure_warning()
     assert ray.__version__ in warning and "listens beyond 127.0.0.1" in warning
+
+
+def test_dead_supernode_is_one_line_with_site_and_round_or_left_to_the_server(reference, tmp_path):
+    import subprocess
+    import sys
+
+    from fedicra.fl.backends.deployment import DeploymentError, LocalDeployment
+
+    (tmp_path / "rounds.csv").write_text("round,site,train_loss\n1,0,0.5\n1,1,0.4\n1,-1,0.45\n")
+    log = tmp_path / "supernode-site1.log"
+    log.write_text("INFO starting\nKilled\n")
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    dead.wait()
+    deployment = LocalDeployment(reference[0], tmp_path, [0, 1], workdir=tmp_path / "work")
+    deployment.processes.append(("supernode-site1", dead, log))
+    with pytest.raises(DeploymentError) as err:
+        deployment._check_alive()
+    assert str(err.value).startswith("site 1: its SuperNode exited with code 3 in round 2 (Killed; log: ")
+    assert "\n" not in str(err.value)
+    # With allow_failures and a client timeout the server drops the silent site instead.
+    tolerant = LocalDeployment({**reference[0], "allow_failures": True, "client_timeout": 30}, tmp_path, [0, 1],
+                               workdir=tmp_path / "work2")
+    tolerant.processes.append(("supernode-site1", dead, log))
+    tolerant._check_alive()
