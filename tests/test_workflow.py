@@ -80,20 +80,19 @@ def test_paper_without_data_fails_with_one_line(tmp_path):
     assert "config datasets.faz: folder" in out and "does not exist" in out
 
 
-def test_default_config_includes_faz_mini_when_present_and_skips_it_otherwise(tmp_path):
+def test_default_config_includes_faz_mini_and_skips_a_missing_optional_dataset(tmp_path):
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/default.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]
     counts = job_counts(result.stdout)
-    if FAZ_MINI.is_dir():
-        assert counts["import_dataset"] == 1 and counts["train"] == 3 * 14
+    assert counts["import_dataset"] == 1 and counts["train"] == 3 * 14  # faz-mini: shipped or full copy
     missing = tmp_path / "other.yaml"
-    missing.write_text("datasets:\n  faz-mini:\n    source: import\n    task: faz\n    images: /nonexistent/images\n"
+    missing.write_text("datasets:\n  faz-other:\n    source: import\n    task: faz\n    images: /nonexistent/images\n"
                        "    masks: /nonexistent/masks\n    site_patterns: ['deep_*=deep']\n    size: 64\n"
                        "    optional: true\n")
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/default.yaml"), str(missing))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "skipping optional dataset faz-mini" in result.stdout + result.stderr
-    assert job_counts(result.stdout)["train"] == 2 * 14
+    assert "skipping optional dataset faz-other" in result.stdout + result.stderr
+    assert job_counts(result.stdout)["train"] == 3 * 14
 
 
 def test_config_schema_fills_defaults_and_rejects_bad_values():

@@ -36,9 +36,16 @@ def register(subparsers) -> None:
     p.add_argument("--csv", type=Path, default=None, help="also write the summary to this CSV file")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("import", help="convert folders of PNG images and masks into the site layout")
-    p.add_argument("--images", required=True, type=Path)
-    p.add_argument("--masks", required=True, type=Path, help="masks with the same file names as the images")
+    p = sub.add_parser("import", help="convert folders of PNG images and masks into the site layout",
+                       description="Either two flat folders (--images, --masks; sites by --site-pattern) or a "
+                                   "tree with one folder per site (--tree; split kept from train/ and test/).")
+    p.add_argument("--images", type=Path, help="flat folder of images (with --masks)")
+    p.add_argument("--masks", type=Path, help="masks with the same file names as the images")
+    p.add_argument("--tree", type=Path, default=None,
+                   help="one folder per site: SITE/{train,test}/IMAGE_DIR or SITE/IMAGE_DIR (see docs/data.md)")
+    p.add_argument("--image-dir", default="image", help="with --tree: image folder inside a site or split (default image)")
+    p.add_argument("--mask-dir", default="mask", help="with --tree: mask folder inside a site or split (default mask)")
+    p.add_argument("--site-glob", default="*", help="with --tree: which site folders to take (default all)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--task", required=True, choices=("faz", "odoc"))
     p.add_argument("--site-pattern", action="append", metavar="GLOB=SITE",
@@ -108,13 +115,22 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from fedicra.data.importer import import_pngs
+    from fedicra.data.errors import DataError
+    from fedicra.data.importer import import_pngs, import_tree
 
     check_size(args.size)
-    manifest = import_pngs(args.images, args.masks, args.out, args.task, site_patterns=args.site_pattern,
-                           size=args.size, test_fraction=args.test_fraction, seed=args.seed,
-                           mask_colors=args.mask_colors, site_labels=args.site_label, name=args.name,
-                           force=args.force)
+    common = dict(size=args.size, test_fraction=args.test_fraction, seed=args.seed, mask_colors=args.mask_colors,
+                  site_labels=args.site_label, name=args.name, force=args.force)
+    if args.tree is not None:
+        if args.images or args.masks or args.site_pattern:
+            raise DataError("--tree: give either --tree or --images/--masks/--site-pattern, not both")
+        manifest = import_tree(args.tree, args.out, args.task, image_dir=args.image_dir, mask_dir=args.mask_dir,
+                               site_glob=args.site_glob, **common)
+    else:
+        if args.images is None or args.masks is None:
+            raise DataError("--images and --masks are both needed (or --tree for one folder per site)")
+        manifest = import_pngs(args.images, args.masks, args.out, args.task, site_patterns=args.site_pattern,
+                               **common)
     sites = ", ".join(f"{s.name} ({s.label})" for s in manifest.sites)
     print(f"wrote {args.out}: {manifest.name}, sites {sites}")
     return 0

@@ -1,13 +1,16 @@
 """Turn folders of PNG images and masks into the site layout.
 
-Images are grouped into sites by file-name patterns, split train/test with a seed, resized (masks with
-nearest neighbour), min-max normalised to [0,1] like upstream (reference 2.3), and the training cases
-get generated sparse labels. See docs/data.md for the mask colour rules.
+Two sources: flat image and mask folders whose files are grouped into sites by file-name patterns
+(`import_pngs`), or a tree with one folder per site and, optionally, its own train/test split
+(`import_tree`). Cases are split train/test with a seed unless the tree defines the split, resized
+(masks with nearest neighbour), min-max normalised to [0,1] like upstream (reference 2.3), and the
+training cases get generated sparse labels. See docs/data.md for the mask colour rules.
 """
 from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -188,67 +191,146 @@ def split_cases(paths: list[Path], test_fraction: float, seed: int, site: int) -
     return [p for i, p in enumerate(paths) if i not in test], [p for i, p in enumerate(paths) if i in test]
 
 
+def _check_common(size: int, test_fraction: float) -> None:
+    if size < 16:
+        raise DataError(f"--size must be at least 16, got {size}")
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"--test-fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    stems = [p.stem for p in files]
+    if len(set(stems)) != len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise DataError(f"{folder}: two images named {dup!r} (different extensions)")
+    return files
+
+
+# One training or test case to write: (image file, mask file, index of the case in its site's sparse-label
+# stream). The index keeps the sparse labels of a case independent of how the site's cases were found.
+Case = tuple[Path, Path, int]
+
+
+def _write_dataset(out: Path, task: str, sites: dict[str, dict[str, list[Case]]], size: int, seed: int,
+                   colors: dict | None, labels: dict[str, str], name: str | None, force: bool,
+                   attribution: Path) -> Manifest:
+    """Write `sites` ({site: {"train": cases, "test": cases}}) as a dataset folder, atomically."""
+    preset = get_task(task)
+    for site in labels:
+        if site not in sites:
+            raise DataError(f"--site-label {site}=...: no such site (sites: {', '.join(sites)})")
+    for splits in sites.values():   # a mask that does not cover its image fails before anything is written
+        for image, mask, _ in (case for cases in splits.values() for case in cases):
+            if _pixel_size(image) != _pixel_size(mask):
+                (iw, ih), (mw, mh) = _pixel_size(image), _pixel_size(mask)
+                raise DataError(f"{mask}: mask is {mw}x{mh} pixels but its image {image.name} is {iw}x{ih}")
+    check_target(out, force)
+    manifest = Manifest.for_task(task, name or out.name, list(sites), img_size=size)
+    manifest.sites = [type(s)(s.name, labels.get(s.name, s.label)) for s in manifest.sites]
+    with staging_folder(out, force) as tmp:
+        for site_index, (site, splits) in enumerate(sites.items()):
+            for split in ("train", "test"):
+                folder = tmp / site / split
+                folder.mkdir(parents=True)
+                for image, mask, index in splits[split]:
+                    arrays = {
+                        "image": load_image(image, preset.in_channels, size),
+                        "mask": load_mask(mask, preset.num_classes, size, colors),
+                    }
+                    if split == "train":
+                        rng = np.random.default_rng([seed, site_index, index, 2])
+                        arrays.update(make_sparse_labels(arrays["mask"], preset.num_classes, rng, LABEL_KINDS))
+                    write_case(folder / f"{image.stem}.h5", arrays)
+        manifest.save(tmp)
+        _copy_attribution(attribution, tmp)
+        write_checksums(tmp)
+    return manifest
+
+
 def import_pngs(images: str | os.PathLike, masks: str | os.PathLike, out: str | os.PathLike, task: str,
                 site_patterns: list[str] | None = None, size: int = 64, test_fraction: float = 0.25, seed: int = 0,
                 mask_colors: list[str] | None = None, site_labels: list[str] | None = None,
                 name: str | None = None, force: bool = False) -> Manifest:
+    """Two flat folders (images, masks with the same names); sites by file-name pattern, split by seed."""
     preset = get_task(task)
     images, masks, out = Path(images), Path(masks), Path(out)
     for folder, option in ((images, "--images"), (masks, "--masks")):
         if not folder.is_dir():
             raise DataError(f"{folder}: {option} folder does not exist")
-    if size < 16:
-        raise DataError(f"--size must be at least 16, got {size}")
-    if not 0.0 < test_fraction < 1.0:
-        raise DataError(f"--test-fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    _check_common(size, test_fraction)
     patterns = parse_site_patterns(site_patterns)
     labels = parse_site_labels(site_labels)
     colors = parse_mask_colors(mask_colors, preset.num_classes)
-    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise DataError(f"{images}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-    stems = [p.stem for p in files]
-    if len(set(stems)) != len(stems):
-        dup = next(s for s in stems if stems.count(s) > 1)
-        raise DataError(f"{images}: two images named {dup!r} (different extensions)")
+    files = _image_files(images)
     by_site = group_by_site(files, patterns)
-    site_names = list(by_site)
-    for site in labels:
-        if site not in by_site:
-            raise DataError(f"--site-label {site}=...: no such site (sites: {', '.join(site_names)})")
-    check_target(out, force)
-    manifest = Manifest.for_task(task, name or out.name, site_names, img_size=size)
-    manifest.sites = [type(s)(s.name, labels.get(s.name, s.label)) for s in manifest.sites]
     pairs = {p: _find_mask(p, masks) for p in files}  # fail on a missing mask before writing anything
-    for image, mask in pairs.items():   # ... and on a mask that does not cover its image
-        if _pixel_size(image) != _pixel_size(mask):
-            (iw, ih), (mw, mh) = _pixel_size(image), _pixel_size(mask)
-            raise DataError(f"{mask}: mask is {mw}x{mh} pixels but its image {image.name} is {iw}x{ih}")
-
-    with staging_folder(out, force) as tmp:
-        for site_index, (site, paths) in enumerate(by_site.items()):
-            train, test = split_cases(paths, test_fraction, seed, site_index)
-            for split, split_paths in (("train", train), ("test", test)):
-                folder = tmp / site / split
-                folder.mkdir(parents=True)
-                for path in split_paths:
-                    arrays = {
-                        "image": load_image(path, preset.in_channels, size),
-                        "mask": load_mask(pairs[path], preset.num_classes, size, colors),
-                    }
-                    if split == "train":
-                        rng = np.random.default_rng([seed, site_index, paths.index(path), 2])
-                        arrays.update(make_sparse_labels(arrays["mask"], preset.num_classes, rng, LABEL_KINDS))
-                    write_case(folder / f"{path.stem}.h5", arrays)
-        manifest.save(tmp)
-        _copy_attribution(images, tmp)
-        write_checksums(tmp)
-    return manifest
+    sites = {}
+    for site_index, (site, paths) in enumerate(by_site.items()):
+        train, test = split_cases(paths, test_fraction, seed, site_index)
+        sites[site] = {split: [(p, pairs[p], paths.index(p)) for p in chosen]
+                       for split, chosen in (("train", train), ("test", test))}
+    return _write_dataset(out, task, sites, size, seed, colors, labels, name, force, images)
 
 
-def _copy_attribution(images: Path, dest: Path) -> None:
+def _natural_key(text: str) -> list:
+    """Domain2 before Domain10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def import_tree(root: str | os.PathLike, out: str | os.PathLike, task: str, image_dir: str = "image",
+                mask_dir: str = "mask", site_glob: str = "*", size: int = 64, test_fraction: float = 0.25,
+                seed: int = 0, mask_colors: list[str] | None = None, site_labels: list[str] | None = None,
+                name: str | None = None, force: bool = False) -> Manifest:
+    """One folder per site under `root`: `<site>/{train,test}/<image_dir>` (split kept) or
+    `<site>/<image_dir>` (split by seed), masks in `<mask_dir>` beside the images, e.g. the DoFE
+    fundus tree `Domain<k>/{train,test}/ROIs/{image,mask}` with `image_dir=ROIs/image`."""
+    preset = get_task(task)
+    root, out = Path(root), Path(out)
+    if not root.is_dir():
+        raise DataError(f"{root}: --tree folder does not exist")
+    _check_common(size, test_fraction)
+    labels = parse_site_labels(site_labels)
+    colors = parse_mask_colors(mask_colors, preset.num_classes)
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and fnmatch.fnmatch(p.name, site_glob)),
+                     key=lambda p: _natural_key(p.name))
+    if not folders:
+        raise DataError(f"{root}: no site folder matches --site-glob '{site_glob}'")
+    sites = {folder.name: _site_splits(folder, index, image_dir, mask_dir, test_fraction, seed)
+             for index, folder in enumerate(folders)}
+    return _write_dataset(out, task, sites, size, seed, colors, labels, name, force, root)
+
+
+def _site_splits(folder: Path, site_index: int, image_dir: str, mask_dir: str, test_fraction: float,
+                 seed: int) -> dict[str, list[Case]]:
+    splits = [s for s in ("train", "test") if (folder / s).is_dir()]
+    if len(splits) == 1:
+        missing = "test" if splits == ["train"] else "train"
+        raise DataError(f"{folder}: has a {splits[0]}/ folder but no {missing}/ folder")
+    if splits:  # the split the folders define is kept
+        pairs = {split: _pairs(folder / split, image_dir, mask_dir) for split in splits}
+    else:
+        found = _pairs(folder, image_dir, mask_dir)
+        train, test = split_cases(list(found), test_fraction, seed, site_index)
+        pairs = {"train": {p: found[p] for p in train}, "test": {p: found[p] for p in test}}
+    number = {image: i for i, image in enumerate([*pairs["train"], *pairs["test"]])}  # train first
+    return {split: [(image, mask, number[image]) for image, mask in found.items()] for split, found in pairs.items()}
+
+
+def _pairs(folder: Path, image_dir: str, mask_dir: str) -> dict[Path, Path]:
+    """{image: mask} of one folder; every image needs a mask of the same name."""
+    images, masks = folder / image_dir, folder / mask_dir
+    for sub, option, value in ((images, "--image-dir", image_dir), (masks, "--mask-dir", mask_dir)):
+        if not sub.is_dir():
+            raise DataError(f"{sub}: no such folder ({option} {value})")
+    return {image: _find_mask(image, masks) for image in _image_files(images)}
+
+
+def _copy_attribution(source: Path, dest: Path) -> None:
     """Keep the source's licence/attribution files with the derived data (CC BY requires it)."""
-    for folder in (images, images.parent):
+    for folder in (source, source.parent):
         for glob in ATTRIBUTION_GLOBS:
             for path in sorted(folder.glob(glob)):
                 if path.is_file() and not (dest / path.name).exists():

@@ -8,12 +8,14 @@ Who knows what:
   needs nothing but its site: `site=<k>` in its node config (deployment) or its `partition-id`
   (simulation: node i serves the i-th client key). A node may also set `dataset=<path>` and
   `device=<name>` in its node config when its copy of the data or its accelerator differ.
-- Personal state (model, method state, best snapshots, random stream) lives in the node's
-  `context.state` between rounds and is never sent; only `protocol.handle`'s reply leaves the node.
+- Personal state (model, method state, best snapshots, random stream) lives on the node's own disk
+  between rounds (`fedicra.fl.backends.node_state`: one atomic file per round, under the node
+  config's `state-dir`) and is never sent; only `protocol.handle`'s reply leaves the node. The
+  server says which of its checkpoints is the latest (`keep_from`), so a killed server or node
+  resumes from matching states on both sides. `context.state` keeps only a marker (site, round).
 """
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
@@ -28,9 +30,36 @@ from fedicra.seeding import apply_threads
 
 RUN_CONFIG = "run_config"     # request ConfigRecord key: the engine configuration as JSON
 SITE = "site"                 # request ConfigRecord key: the client key the server addresses
-STATE = "fedicra"             # context.state key of the node's personal state
+STATE = "fedicra"             # context.state key of the node's marker (site, last round served)
+KEEP_FROM = "keep_from"       # request ConfigRecord key: round of the server's latest checkpoint
 ERROR_FILE = "flower_error.txt"  # written into the run directory when the ServerApp fails
 NODE_WAIT_S = 120.0           # how long the ServerApp waits for every site's node to connect
+LAUNCHER_PID = "FEDICRA_LAUNCHER_PID"  # env var set by the local launcher for its whole process tree
+
+
+def exit_with_launcher() -> None:
+    """In a process started (through Flower) by the local launcher: exit at once when the launcher
+    is gone, e.g. killed with SIGKILL. Flower's own parent watch sends SIGINT, on which a ServerApp
+    blocked on a dead SuperLink can linger and keep writing the run directory; this hard exit cannot."""
+    import os
+    import threading
+
+    pid = int(os.environ.get(LAUNCHER_PID, "0") or 0)
+    if pid <= 0 or getattr(exit_with_launcher, "started", False):
+        return
+    exit_with_launcher.started = True
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:   # a pid reused by another user's process: the launcher is gone
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="fedicra-launcher-watch", daemon=True).start()
 
 
 # ---------------------------------------------------------------------------------------------- client
@@ -65,45 +94,42 @@ def node_key(config: dict[str, Any], node_config: dict[str, Any]) -> int:
     raise UserError("node config: set site=<k> (e.g. flower-supernode --node-config 'site=0')")
 
 
-def _snapshot_bytes(client) -> bytes:
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(client.snapshot(), buffer)
-    return buffer.getvalue()
-
-
-def _restore(client, blob: bytes) -> None:
-    import torch
-
-    # tensors and plain containers only: a node's state never unpickles code
-    client.restore(torch.load(io.BytesIO(blob), map_location=client.device, weights_only=True))
-
-
 def handle_train(content: RecordDict, context: Context) -> RecordDict:
-    """Client side of one request: rebuild the client, restore its state, run the protocol, save."""
+    """Client side of one request: rebuild the client, restore its state from disk, run the protocol, save."""
     from fedicra.fl import protocol
+    from fedicra.fl.backends.node_state import NodeState
     from fedicra.fl.registry import build_method
     from fedicra.fl.setup import make_client
 
+    exit_with_launcher()
     settings = dict(content["config"])
-    config = node_config_for(json.loads(settings.pop(RUN_CONFIG)), dict(context.node_config))
+    run_config = json.loads(settings.pop(RUN_CONFIG))
+    keep_from = int(settings.pop(KEEP_FROM, 0))
+    node_config = dict(context.node_config)
+    config = node_config_for(run_config, node_config)
     apply_threads(config)
-    key = node_key(config, dict(context.node_config))
+    key = node_key(config, node_config)
     addressed = settings.pop(SITE, key)
     if int(addressed) != key:
         raise RuntimeError(f"request for site {addressed} reached the node of site {key}")
-    # Rebuilding is cheap (datasets are cached per process by fedicra.fl.setup._site_data) and
-    # keeps no hidden state in the process: everything personal comes from context.state.
+    # Rebuilding is cheap next to Flower's process start, and keeps no hidden state in the process:
+    # everything personal comes from this node's disk.
     client = make_client(config, build_method(config), key)
     client.samples_dir = config["node_samples_dir"]   # opt-in: the sample stays on this node
-    if STATE in context.state:
-        _restore(client, bytes(context.state[STATE]["snapshot"]))
+    store = NodeState.for_node(run_config, node_config, key)
+    round_ = int(settings["round"])
+    loaded = store.load(round_ - 1)
+    if loaded is not None:
+        client.restore(loaded[1])
     request = RecordDict({"config": ConfigRecord(settings)})
     if "arrays" in content:
         request["arrays"] = content["arrays"]
     reply = protocol.handle(client, request)
-    context.state[STATE] = ConfigRecord({"snapshot": _snapshot_bytes(client), "key": key})
+    if settings.get("final", False):
+        store.prune(keep_from)
+    else:
+        store.save(round_, client.snapshot(), keep_from)
+    context.state[STATE] = ConfigRecord({"key": key, "round": round_})
     return reply
 
 
@@ -140,6 +166,8 @@ class GridTransport:
         self.node_wait_s = node_wait_s
         self.config_json = json.dumps(config, sort_keys=True)
         self.nodes: dict[int, int] = {}   # client key -> node id
+        self.last_round = 0     # the last training round sent
+        self.checkpointed = 0   # the round of the server's latest checkpoint (nodes keep its states)
 
     def _config(self, extra: dict[str, Any]) -> ConfigRecord:
         return ConfigRecord({**extra, RUN_CONFIG: self.config_json})
@@ -191,8 +219,11 @@ class GridTransport:
             self.connect()
         by_node: dict[int, int] = {}
         messages = []
+        if not any(bool(dict(c["config"]).get("final", False)) for c in requests.values()):
+            self.last_round = round_
         for key, content in requests.items():
-            body = RecordDict({"config": self._config({**dict(content["config"]), SITE: key})})
+            body = RecordDict({"config": self._config({**dict(content["config"]), SITE: key,
+                                                       KEEP_FROM: self.checkpointed})})
             if "arrays" in content:
                 body["arrays"] = content["arrays"]
             by_node[self.nodes[key]] = key
@@ -211,13 +242,16 @@ class GridTransport:
         return replies
 
     def snapshot(self) -> dict[str, Any]:
-        # Personal client state lives on the nodes (context.state) and must not reach the server.
-        return {"backend": "flower", "nodes_hold_state": True}
+        # Called when the server checkpoints: personal state stays on the nodes, each of which keeps
+        # its state of this round until a later checkpoint supersedes it.
+        self.checkpointed = self.last_round
+        return {"backend": "flower", "nodes_hold_state": True, "round": self.last_round}
 
     def restore(self, snap: Any) -> None:
-        raise UserError("resume: a Flower-backend run keeps personal client state on the nodes, so it "
-                        "cannot resume from the server checkpoint; delete the run directory's "
-                        "checkpoints/ folder to start over, or use backend=inprocess")
+        if not isinstance(snap, dict) or "round" not in snap:
+            raise UserError("resume: this checkpoint comes from a backend that cannot resume Flower nodes; "
+                            "delete the run directory's checkpoints/ folder to start over")
+        self.last_round = self.checkpointed = int(snap["round"])
 
 
 def _reason(reply: Message) -> str:
@@ -230,6 +264,7 @@ def serve(grid: Grid, config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     from fedicra.fl import outputs
     from fedicra.fl.setup import assemble
 
+    exit_with_launcher()
     run_dir = Path(run_dir)
     error_file = run_dir / ERROR_FILE
     error_file.unlink(missing_ok=True)

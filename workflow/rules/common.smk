@@ -8,7 +8,8 @@ from pathlib import Path
 from snakemake.settings.types import DeploymentMethod
 
 REPO = Path(workflow.basedir)
-sys.path.insert(0, str(REPO))  # this checkout's fedicra, as in every job
+if str(REPO) not in sys.path:  # parse-time helpers import this checkout's fedicra, as jobs do via PYTHONPATH
+    sys.path.insert(0, str(REPO))
 from fedicra.data.assignment import ASSIGNMENT_REGEX  # noqa: E402
 from fedicra.workflow_config import check_workflow_config, exit_with_error  # noqa: E402
 
@@ -34,9 +35,19 @@ def resolve_path(text):
     return REPO / path
 
 
+def import_folders(spec):
+    """(images, masks) of an import dataset: the configured folders when both exist, else the copy
+    shipped in the package (`builtin`), else the configured ones (reported missing)."""
+    configured = [resolve_path(spec[k]) for k in ("images", "masks") if k in spec]
+    if spec.get("builtin") and not (len(configured) == 2 and all(p.is_dir() for p in configured)):
+        from fedicra.data.builtin import builtin_folders
+        return list(builtin_folders(spec["builtin"]))
+    return configured
+
+
 def _needed_folders(spec):
     if spec["source"] == "import":
-        return [resolve_path(spec["images"]), resolve_path(spec["masks"])]
+        return import_folders(spec)
     if spec["source"] == "folder":
         return [resolve_path(spec["path"])]
     return []
@@ -45,7 +56,8 @@ def _needed_folders(spec):
 def _active_datasets():
     active = {}
     for name, spec in config["datasets"].items():
-        required = {"synth": ["size"], "import": ["size", "images", "masks", "site_patterns"],
+        folders = [] if spec.get("builtin") else ["images", "masks"]
+        required = {"synth": ["size"], "import": ["size", "site_patterns", *folders],
                     "folder": ["path"]}[spec["source"]]
         missing = [k for k in required if k not in spec]
         if missing:
@@ -116,17 +128,34 @@ def run_config(wildcards):
 check_workflow_config(config, {name: dataset_train(name) for name in DATASETS}, {m: method_spec(m) for m in METHODS})
 
 
-def _gpu_devices():
+def _gpu_plan():
+    """(--gpus value for the slot allocator, GPU slots visible on this machine).
+
+    `auto` is resolved here too, so a local run starts at most `GPUs x runs_per_gpu` training jobs at
+    once (Snakemake's `gpu` is only a counter). Snakefile code cannot tell a cluster run from a local
+    one; on a cluster the jobs get their GPU from the scheduler and the count seen here is only a limit
+    when the submit host itself has GPUs (then pass `--resources gpu=<jobs>` to override it).
+    """
     devices = config["gpus"]["devices"]
-    return devices if isinstance(devices, str) else ",".join(str(d) for d in devices)
+    spec = devices if isinstance(devices, str) else ",".join(str(d) for d in devices)
+    if spec == "none":
+        return spec, 0
+    from fedicra.gpu_slots import parse_gpus
+    return spec, len(parse_gpus(spec)) * config["gpus"]["runs_per_gpu"]
 
 
-USES_GPU = _gpu_devices() != "none"
-SLOT_ARGS = (["--gpus", _gpu_devices(), "--runs-per-gpu", str(config["gpus"]["runs_per_gpu"])]
+GPU_SPEC, GPU_SLOTS = _gpu_plan()
+USES_GPU = GPU_SPEC != "none"  # a job with no GPU in its slot runs on the CPU (no limit on an undeclared gpu)
+SLOT_ARGS = (["--gpus", GPU_SPEC, "--runs-per-gpu", str(config["gpus"]["runs_per_gpu"])]
              + (["--lock-dir", str(config["gpus"]["lock_dir"])] if config["gpus"]["lock_dir"] else []))
 GPU_RESOURCES = {"gpu": 1} if USES_GPU else {}
 if USES_GPU and config["resources"]["gpu_model"]:
     GPU_RESOURCES["gpu_model"] = config["resources"]["gpu_model"]
+if GPU_SLOTS and "gpu" not in workflow.global_resources:  # an explicit --resources gpu=N wins
+    workflow.register_resource("gpu", GPU_SLOTS)
+if USES_GPU:
+    print(f"fedicra workflow: {GPU_SLOTS or 'no'} local GPU slots (gpus.devices: {GPU_SPEC})"
+          + ("" if GPU_SLOTS else "; local jobs train on the CPU"), file=sys.stderr)
 
 
 def dataset_names(source):

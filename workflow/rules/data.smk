@@ -33,8 +33,8 @@ rule import_dataset:
         fedicra=FEDICRA,
         root=lambda wc: dataset_root(wc.dataset),
         args=lambda wc: (
-            ["--images", str(resolve_path(DATASETS[wc.dataset]["images"])),
-             "--masks", str(resolve_path(DATASETS[wc.dataset]["masks"])),
+            ["--images", str(import_folders(DATASETS[wc.dataset])[0]),
+             "--masks", str(import_folders(DATASETS[wc.dataset])[1]),
              "--task", DATASETS[wc.dataset]["task"], "--size", str(DATASETS[wc.dataset]["size"]),
              "--seed", str(DATASETS[wc.dataset]["seed"])]
             + [arg for p in DATASETS[wc.dataset]["site_patterns"] for arg in ("--site-pattern", p)]

@@ -1,9 +1,11 @@
 """Flower deployment backend: a real SuperLink and one SuperNode per site on 127.0.0.1.
 
 `run(config, run_dir)` does by itself what docs/deployment.md tells a user to do by hand on real
-hosts: start `flower-superlink`, one `flower-supernode --node-config site=<k>` per site, submit the
-fedicra Flower app with `flwr run`, wait for `summary.json` (or the ServerApp's error file), and
-stop every process it started, also on errors and Ctrl-C.
+hosts: start `flower-superlink`, one `flower-supernode --node-config 'site=<k> state-dir=...'` per
+site, submit the fedicra Flower app with `flwr run`, wait for `summary.json` (or the ServerApp's error
+file), and stop every process it started, also on errors and Ctrl-C. The children get a parent-death
+signal (Linux `PR_SET_PDEATHSIG`), so a launcher killed with SIGKILL leaves none behind; the nodes'
+states (`<run_dir>/nodes/`) and the server checkpoint let the same command resume the run.
 
 The Flower app is a two-file project written to a temporary folder: its pyproject names the
 components in this package (`fedicra.fl.flower_app:server_app` / `client_app`) and carries the
@@ -34,8 +36,31 @@ STATUS_EVERY_S = 10.0          # how often the run status is asked while waiting
 STOP_GRACE_S = 10.0            # SIGTERM, then SIGKILL after this many seconds
 
 
-class DeploymentError(RuntimeError):
-    """The Flower deployment failed (a process died, the run failed or could not be submitted)."""
+class DeploymentError(UserError):
+    """The Flower deployment failed (a process died, the run failed or could not be submitted): one line."""
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the kernel kills this child when the launcher dies, even by SIGKILL (Linux prctl)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:   # the launcher died before prctl took effect
+        os._exit(1)
+
+
+def current_round(run_dir: Path) -> int:
+    """The round a run is in: one after the last round in rounds.csv (1 before any)."""
+    import csv
+
+    try:
+        with open(Path(run_dir) / "rounds.csv", newline="") as handle:
+            rounds = [int(row["round"]) for row in csv.DictReader(handle) if row.get("round")]
+    except (OSError, ValueError, KeyError):
+        rounds = []
+    return max(rounds, default=0) + 1
 
 
 def free_port() -> int:
@@ -89,6 +114,8 @@ class LocalDeployment:
     """Starts and stops the processes of a loopback deployment; use as a context manager."""
 
     def __init__(self, config: dict[str, Any], run_dir: Path, keys: list[int], workdir: Path | None = None):
+        from fedicra.fl.flower_app import LAUNCHER_PID
+
         self.config, self.run_dir, self.keys = config, Path(run_dir), list(keys)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="fedicra-flower-"))
         self.processes: list[tuple[str, subprocess.Popen, Path]] = []   # (role, process, log)
@@ -98,6 +125,8 @@ class LocalDeployment:
             "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
             "PYTHONUNBUFFERED": "1",
+            # every ServerApp/ClientApp of this deployment exits when this process is gone
+            LAUNCHER_PID: str(os.getpid()),
             # the SuperLink and SuperNodes spawn flower-superexec / flwr-serverapp / flwr-clientapp
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         })
@@ -111,15 +140,24 @@ class LocalDeployment:
         with open(log, "wb") as handle:
             # Own session: the whole tree can be signalled at once and Ctrl-C reaches only us.
             process = subprocess.Popen(command, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.workdir)
+                                       stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.workdir,
+                                       preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         self.processes.append((role, process, log))
         return process
 
     def _check_alive(self) -> None:
         for role, process, log in self.processes:
-            if process.poll() is not None:
-                raise DeploymentError(f"{role} exited with code {process.returncode} "
-                                      f"({_one_line(log.read_text(errors='replace'))}; log: {log})")
+            if process.poll() is None:
+                continue
+            where = f"in round {current_round(self.run_dir)}"
+            last = _one_line(log.read_text(errors="replace"))
+            if role.startswith("supernode-site"):
+                site = role.removeprefix("supernode-site")
+                if self.config.get("allow_failures") and self.config.get("client_timeout"):
+                    continue   # the server drops the site once its reply is overdue (client_timeout)
+                raise DeploymentError(f"site {site}: its SuperNode exited with code {process.returncode} {where}"
+                                      f" ({last}; log: {log})")
+            raise DeploymentError(f"{role} exited with code {process.returncode} {where} ({last}; log: {log})")
 
     def start(self) -> None:
         (self.workdir / "flwr-home").mkdir(parents=True, exist_ok=True)
@@ -131,7 +169,9 @@ class LocalDeployment:
         for key in self.keys:
             self._start(f"supernode-site{key}", [
                 _executable("flower-supernode"), "--insecure", "--superlink", self.address,
-                "--host", "127.0.0.1", "--port", str(free_port()), "--node-config", f"site={key}"])
+                "--host", "127.0.0.1", "--port", str(free_port()),
+                # each node's personal state (its "own disk"); kept with the run so a rerun resumes
+                "--node-config", f"site={key} state-dir={json.dumps(str(self.run_dir / 'nodes'))}"])
 
     def _wait_healthy(self) -> None:
         import urllib.error

@@ -2,10 +2,17 @@
 
 One virtual SuperNode per client key (node i serves the i-th key). The ServerApp runs in this
 process, bound to the configuration and run directory; each request carries the configuration, so
-the ClientApps (in Ray actors) need nothing else. Ray is kept on the loopback interface.
+the ClientApps (in Ray actors) need nothing else.
+
+Ray is asked to stay on the loopback interface (`_node_ip_address=127.0.0.1`, no dashboard), but
+Ray 2.55 cannot be kept there: its GCS, raylet, workers and driver still listen on every interface
+(`::`) and its runtime-env agent on the machine's address (checked by
+`tests/test_flower_backends.py::test_simulation_backend_ray_listeners`). Ray has no authentication,
+so `run` warns at start; use the simulation backend only on a trusted machine or behind a firewall.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +27,34 @@ def backend_config(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+RAY_EXPOSURE_WARNING = (
+    "warning: backend simulation: Ray {version} listens beyond 127.0.0.1 although told to stay there "
+    "(GCS, raylet and workers on every interface, its runtime-env agent on this machine's address) and has "
+    "no authentication; run it only on a trusted machine or behind a firewall (docs/deployment.md)")
+
+
+def ray_exposure_warning() -> str:
+    import ray
+
+    return RAY_EXPOSURE_WARNING.format(version=ray.__version__)
+
+
+def ray_listeners() -> list[str]:
+    """`address:port (process)` of every listening TCP socket of this process and its Ray children."""
+    import psutil
+
+    me = psutil.Process()
+    found = []
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            sockets = proc.net_connections(kind="inet")
+            name = proc.name()
+        except psutil.Error:
+            continue
+        found += [f"{c.laddr.ip}:{c.laddr.port} ({name})" for c in sockets if c.status == psutil.CONN_LISTEN]
+    return found
+
+
 def run(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     import json
 
@@ -31,6 +66,7 @@ def run(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
     keys = client_keys(config, load_manifest(config), build_method(config))
     run_dir = Path(run_dir)
+    print(ray_exposure_warning(), file=sys.stderr, flush=True)
     run_simulation(server_app=make_server_app(config, run_dir), client_app=client_app,
                    num_supernodes=len(keys), backend_config=backend_config(config))
     summary_path = run_dir / "summary.json"
