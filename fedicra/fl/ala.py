@@ -13,8 +13,8 @@ learned by gradient descent on the client's partial cross-entropy, on its own tr
 The first non-skipped call is a "start phase": whole epochs until more than `window` epochs ran and the
 standard deviation of the last `window` epoch-final losses is below `threshold`, capped at
 `max_start_epochs` (upstream has no cap; the cap keeps CPU runs bounded). Later calls run one epoch.
-ALA is skipped (pure global model kept) while `round_iter <= skip_iters` (upstream: `iter_global <= 50`)
-or when the local and global values of P are identical (nothing to mix, e.g. the first round).
+ALA is skipped (pure global model kept) while `round_iter <= skip_iters` (upstream: `iter_global <= 50`;
+intended: the same fraction of the run, see `resolve_ala`) or when the local and global values of P are identical (nothing to mix, e.g. the first round).
 
 ALA's batches come from `client.batch` on an epoch counter far from the training counter, so they are
 seeded and repeatable but drawn independently of the training batches, and they do not advance the
@@ -29,7 +29,10 @@ import numpy as np
 import torch
 
 from fedicra.errors import UserError
+from fedicra.fl import schedule
+from fedicra.fl.hyperparameters import Param
 from fedicra.fl.method import load_shared
+from fedicra.models.groups import is_decoder
 
 # ALA epochs use client.batch(step) with epochs starting here, so their permutations and augmentation
 # draws never coincide with the training epochs (which count up from 0).
@@ -37,9 +40,23 @@ ALA_EPOCH_OFFSET = 1 << 30
 STATE_KEY = "ala"
 
 
-def decoder_mixed(name: str) -> bool:
-    """Default mixed set P: parameters of decoder.up1..4 and decoder.out_conv (aux heads excluded)."""
-    return name.startswith(("decoder.up1.", "decoder.up2.", "decoder.up3.", "decoder.up4.", "decoder.out_conv."))
+# Default mixed set P: parameters of decoder.up1..4 and decoder.out_conv (aux heads excluded).
+decoder_mixed = is_decoder
+
+# The hyper-parameters of every method that merges with ALA (FedALA, FedICRA).
+ALA_PARAMS = {
+    "eta": Param(1.0, "ALA learning rate of the mixing weights", low=0, low_open=True),
+    "threshold": Param(0.1, "start phase ends when the std of the last `window` epoch losses is below this", low=0),
+    "window": Param(10, "epochs in the start phase's convergence window", low=1),
+    "skip_iters": Param(None, "no ALA while the round's iteration count is <= this (upstream 50 of 30,000; "
+                              "null = the same fraction of the run)", kind=int, low=0),
+    "max_start_epochs": Param(50, "cap on the start phase's epochs (upstream has none)", low=1),
+}
+
+
+def resolve_ala(config: dict) -> dict:
+    """Upstream's warm-up (iter_global <= 50 of 30,000) as the same fraction of this run's iterations."""
+    return {"skip_iters": schedule.iterations(50, config)}
 
 
 class AdaptiveAggregation:
@@ -49,6 +66,11 @@ class AdaptiveAggregation:
     received arrays into `client.model` (entries the client's method marks personal are kept) and then
     replaces P by the learned mix. Method state lives in `client.state[state_key]` (torch-saveable).
     """
+
+    @classmethod
+    def from_params(cls, hp: dict, faithful: bool) -> "AdaptiveAggregation":
+        return cls(eta=hp["eta"], threshold=hp["threshold"], window=hp["window"], skip_iters=hp["skip_iters"],
+                   max_start_epochs=hp["max_start_epochs"], faithful=faithful)
 
     def __init__(self, mixed: Callable[[str], bool] = decoder_mixed, eta: float = 1.0, threshold: float = 0.1,
                  window: int = 10, skip_iters: int = 50, max_start_epochs: int = 50, faithful: bool = False,

@@ -16,7 +16,7 @@ import torch
 from flwr.app import RecordDict
 
 from fedicra.errors import UserError
-from fedicra.fl import outputs, protocol
+from fedicra.fl import outputs, protocol, schedule
 from fedicra.fl.method import Method
 
 
@@ -153,7 +153,8 @@ class Federation:
     def run(self) -> dict[str, Any]:
         from tqdm import tqdm
 
-        outputs.write_json(self.run_dir / "config.json", self.config)
+        resolved = schedule.resolved_values(self.config, self.method, self.manifest)
+        outputs.write_json(self.run_dir / "config.json", {**self.config, "resolved": resolved})
         resumed = self.try_resume()
         start = self.server.round + 1
         total = self.config["rounds"]
@@ -207,6 +208,7 @@ class Federation:
             "peak_rss_mb": outputs.peak_rss_mb(),
             "peak_gpu_mb": outputs.peak_gpu_mb(),
             "rounds": self.config["rounds"],
+            "gradient_steps": {str(site): int(reply.metrics.get("gradient_steps", 0)) for site, reply in sorted(replies.items())},
             "bytes_up": int(sum(r["bytes_up"] for r in traffic_rows)),
             "bytes_down": int(sum(r["bytes_down"] for r in traffic_rows)),
             "bytes_per_round": (sum(r["bytes_up"] + r["bytes_down"] for r in traffic_rows) / max(1, len(traffic_rows))),
@@ -228,7 +230,7 @@ def protocol_statement(config: dict[str, Any], method: Method) -> dict[str, Any]
         "models": ["personalized"] + (["global"] if method.global_model_available() else []),
         "selection": ["last", "best_val"] + (["best_test"] if config["select_on_test"] else []),
         "validation": f"{config['val_fraction']:.0%} of each site's training cases, full masks, seeded",
-        "shared_objective": "partial CE" + (f" + {config['gated_crf']:g} x gated CRF" if config["gated_crf"] else ""),
+        "shared_objective": "+".join(method.objective_terms),
         "faithful": config["faithful"],
         "metric_policy": config["metric_policy"],
         "aggregation_weight": config["aggregation_weight"],
