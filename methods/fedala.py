@@ -14,7 +14,7 @@ swapped parameterisation.
 """
 from functools import cached_property
 
-from fedicra.fl.ala import ALA_PARAMS, AdaptiveAggregation, resolve_ala
+from fedicra.fl.ala import ALA_PARAMS, AdaptiveAggregation, resolve_ala, round_metrics
 from fedicra.fl.method import Method
 from fedicra.fl.registry import register
 
@@ -39,9 +39,4 @@ class FedALA(Method):
         client.state["ala_last"] = info
 
     def train_round(self, client, config):
-        metrics = super().train_round(client, config)
-        last = client.state.get("ala_last", {})
-        metrics["ala_epochs"] = float(last.get("epochs", 0))
-        if "weight_end" in last:
-            metrics["ala_weight_mean"] = last["weight_end"]
-        return metrics
+        return {**super().train_round(client, config), **round_metrics(client.state.get("ala_last"))}

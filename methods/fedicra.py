@@ -20,7 +20,7 @@ upstream's swapped parameterisation, frozen tensors still stepped by AdamW
 """
 from functools import cached_property
 
-from fedicra.fl.ala import ALA_PARAMS, AdaptiveAggregation, resolve_ala
+from fedicra.fl.ala import ALA_PARAMS, AdaptiveAggregation, resolve_ala, round_metrics
 from fedicra.fl.hyperparameters import Param
 from fedicra.fl.method import Method, load_shared
 from fedicra.fl.personalization import LCFED, REP_ITERS, UPSTREAM_FEDICRA, body_steps, head_then_body, site_contrast
@@ -66,6 +66,9 @@ class FedICRA(Method):
             load_shared(client.model, arrays, self.is_personal)
         elif arrays:
             client.state["ala_last"] = self.ala.merge(client, arrays, round_iter=client.step + client.config["local_steps"])
+
+    def train_round(self, client, config):
+        return {**super().train_round(client, config), **round_metrics(client.state.get("ala_last"))}
 
     def trainable(self, client, step_in_round):
         return head_then_body(step_in_round, client.config["local_steps"], self.hp["rep_iters"])

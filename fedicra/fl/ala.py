@@ -94,7 +94,8 @@ class AdaptiveAggregation:
         """Load `global_arrays` and mix P adaptively.
 
         Returns {"skipped": reason or "", "epochs": epochs run, "loss": last ALA batch loss,
-        "weight_start"/"weight_end": mean of W before and after this call (only when not skipped)}.
+        "weight_start"/"weight_end": mean of W before and after this call, "gap_to_global": mean
+        |merged - received| over P (the last two only when not skipped)}.
         """
         model = client.model
         params = dict(model.named_parameters())
@@ -148,8 +149,9 @@ class AdaptiveAggregation:
         with torch.no_grad():
             for n in names:
                 params[n].copy_(temp_params[n])
+        gap = sum(float((params[n] - glob[n]).abs().sum()) for n in names) / sum(glob[n].numel() for n in names)
         return {"skipped": "", "epochs": len(epoch_losses), "loss": epoch_losses[-1],
-                "weight_start": start_mean, "weight_end": _mean(weights)}
+                "weight_start": start_mean, "weight_end": _mean(weights), "gap_to_global": gap}
 
     def _epoch(self, client, temp, temp_params, names, weights, delta, write_mix, st) -> float:
         """One pass over the client's training batches; returns the last batch's loss."""
@@ -174,6 +176,16 @@ class AdaptiveAggregation:
             loss_value = float(loss.detach())
         st["epochs"] += 1
         return loss_value
+
+
+def round_metrics(info: dict[str, Any] | None) -> dict[str, float]:
+    """The last merge as training metrics (so a run's replies show whether ALA ran and moved)."""
+    info = info or {}
+    metrics = {"ala_epochs": float(info.get("epochs", 0))}
+    for key in ("weight_start", "weight_end", "gap_to_global"):
+        if key in info:
+            metrics[f"ala_{key}"] = float(info[key])
+    return metrics
 
 
 def _mean(weights: dict[str, torch.Tensor]) -> float:
