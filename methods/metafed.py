@@ -107,10 +107,11 @@ class MetaFed(Method):
         return float(client.score(model, "val", site)["mean_dice"].mean())
 
     def receive(self, client, arrays) -> None:
-        client.state["lam"], client.state["teacher"] = 0.0, None
+        client.state.update(lam=0.0, teacher=None, own_dice=0.0, teacher_dice=0.0)
         if not arrays:
             return
         phase = int(arrays[PHASE])
+        client.state["phase"] = phase
         teacher_state = {k[len(TEACHER):]: v for k, v in arrays.items() if k.startswith(TEACHER)}
         if phase == WARMUP:
             load_shared(client.model, teacher_state, lambda name: False)
@@ -162,7 +163,10 @@ class MetaFed(Method):
         client.state["teacher"] = None
         client.state["val_dice"] = self._val_dice(client, client.model)
         client.state["send_stats"] = round_ == self.hp["common_rounds"]
-        metrics.update(val_dice=client.state["val_dice"],
+        gap = client.state.get("teacher_dice", 0.0) - client.state.get("own_dice", 0.0)
+        metrics.update(phase=float(client.state.get("phase", WARMUP)), distilled=float(teacher is not None),
+                       teacher_gap=float(gap),
+                       val_dice=client.state["val_dice"],
                        uncertainty=sum(uncertainties) / max(1, len(uncertainties)))
         return metrics
 

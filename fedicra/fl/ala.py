@@ -149,7 +149,7 @@ class AdaptiveAggregation:
         with torch.no_grad():
             for n in names:
                 params[n].copy_(temp_params[n])
-        gap = sum(float((params[n] - glob[n]).abs().sum()) for n in names) / sum(glob[n].numel() for n in names)
+        gap = sum(float((params[n].detach() - glob[n]).abs().sum()) for n in names) / sum(glob[n].numel() for n in names)
         return {"skipped": "", "epochs": len(epoch_losses), "loss": epoch_losses[-1],
                 "weight_start": start_mean, "weight_end": _mean(weights), "gap_to_global": gap}
 
