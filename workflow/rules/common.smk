@@ -11,7 +11,7 @@ NAME = config["name"]
 RESULTS = config.get("results_dir") or f"results/{NAME}"
 REPORT = f"{config['reports_dir']}/{NAME}"
 TRAIN_KEYS = ("rounds", "local_steps", "batch_size", "lr", "eval_every", "val_fraction", "device",
-              "faithful", "backend")
+              "faithful", "backend", "objective")
 
 # With --use-conda the rule's environment provides `python`; otherwise use the interpreter running
 # Snakemake. PYTHONPATH makes every job run this checkout's `fedicra`.
@@ -93,7 +93,8 @@ def method_spec(method):
 def run_config(wildcards):
     """The YAML document handed to `fedicra run --config` for one job."""
     base, params = method_spec(wildcards.method)
-    train = {**config["train"], **DATASETS[wildcards.dataset].get("train", {})}
+    train = {"objective": None, **config["train"], **DATASETS[wildcards.dataset].get("train", {}),
+             **VARIANTS.get(wildcards.method, {}).get("train", {})}
     spec = DATASETS[wildcards.dataset]
     return {"dataset": dataset_root(wildcards.dataset), "assignment": wildcards.assignment, "method": base,
             "method_params": params, "seed": int(wildcards.seed), **{k: train[k] for k in TRAIN_KEYS},
