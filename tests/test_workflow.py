@@ -85,7 +85,7 @@ def test_default_config_includes_faz_mini_when_present_and_skips_it_otherwise(tm
     assert result.returncode == 0, result.stderr[-2000:]
     counts = job_counts(result.stdout)
     if FAZ_MINI.is_dir():
-        assert counts["import_dataset"] == 1 and counts["train"] == 3 * 14
+        assert counts["import_dataset"] == 1 and counts["train"] == 2 * 15   # synth-faz, faz-mini x 14 + 1 variant
     missing = tmp_path / "other.yaml"
     missing.write_text("datasets:\n  faz-mini:\n    source: import\n    task: faz\n    images: /nonexistent/images\n"
                        "    masks: /nonexistent/masks\n    site_patterns: ['deep_*=deep']\n    size: 64\n"
@@ -93,7 +93,7 @@ def test_default_config_includes_faz_mini_when_present_and_skips_it_otherwise(tm
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/default.yaml"), str(missing))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "skipping optional dataset faz-mini" in result.stdout + result.stderr
-    assert job_counts(result.stdout)["train"] == 2 * 14
+    assert job_counts(result.stdout)["train"] == 1 * 15
 
 
 def test_config_schema_fills_defaults_and_rejects_bad_values():
