@@ -5,24 +5,11 @@ import pandas as pd
 import pytest
 
 from fedicra.fl import protocol
-from fedicra.fl.backends.inprocess import InProcessTransport
 from fedicra.fl.registry import build_method, load_methods
 from fedicra.fl.runner import run_experiment
-from fedicra.fl.setup import client_keys, load_manifest, make_client
-from helpers import tiny_config
+from helpers import run_recorded, tiny_config
 
 METHODS = sorted(load_methods())
-
-
-def run_recorded(config, run_dir):
-    """Run in-process and keep every message, so the test can inspect what left each client."""
-    method = build_method(config)
-    manifest = load_manifest(config)
-    clients = {k: make_client(config, method, k, manifest) for k in client_keys(config, manifest, method)}
-    transport = InProcessTransport(clients)
-    transport.record = True
-    summary = run_experiment(config, run_dir, transport=transport)
-    return summary, transport, clients
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -6,12 +6,11 @@ import pytest
 import torch
 import yaml
 
-from fedicra.fl.backends.inprocess import InProcessTransport
 from fedicra.fl.config import load_config
 from fedicra.fl.registry import build_method
-from fedicra.fl.runner import run_experiment
-from fedicra.fl.setup import client_keys, load_manifest, make_client
+from fedicra.fl.setup import make_client
 from fedicra.models.groups import is_aux_head, is_head
+from helpers import run_recorded
 
 DEFAULT = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "default.yaml").read_text())["train"]
 ROUNDS, LOCAL_STEPS = DEFAULT["rounds"], DEFAULT["local_steps"]
@@ -35,12 +34,7 @@ def config_for(root, method, **overrides):
 
 def run(config, run_dir):
     """Run in-process, keeping every reply; returns (clients, [(round, site, metrics)])."""
-    method = build_method(config)
-    manifest = load_manifest(config)
-    clients = {k: make_client(config, method, k, manifest) for k in client_keys(config, manifest, method)}
-    transport = InProcessTransport(clients)
-    transport.record = True
-    run_experiment(config, run_dir, transport=transport)
+    _, transport, clients = run_recorded(config, run_dir)
     replies = [(r, s, dict(reply["metrics"])) for r, s, reply in transport.received if r <= config["rounds"]]
     return clients, replies
 
