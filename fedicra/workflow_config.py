@@ -31,6 +31,8 @@ def workflow_errors(config: dict[str, Any], trains: dict[str, dict[str, Any]],
     check_options(config.get("train") or {}, schema, "config train: ")
     for name, train in trains.items():
         check_options(train, schema, f"config datasets.{name}.train: ")
+    for name, variant in (config.get("variants") or {}).items():
+        check_options(variant.get("train") or {}, schema, f"config variants.{name}.train: ")
     for key, (base, params) in methods.items():
         where = f"variants.{key}" if key in (config.get("variants") or {}) else f"methods: {key}"
         try:

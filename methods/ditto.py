@@ -15,7 +15,7 @@ import copy
 
 import torch
 
-from fedicra.errors import UserError
+from fedicra.fl.hyperparameters import Param
 from fedicra.fl.method import Method
 from fedicra.fl.registry import register
 
@@ -23,14 +23,10 @@ from fedicra.fl.registry import register
 @register
 class Ditto(Method):
     name = "ditto"
-    hyperparameters = {"lam": 0.1}
+    hyperparameters = {"lam": Param(0.1, "weight of the proximal term of the personal model", low=0)}
     has_global_model = True
+    budget = 2.0   # the paper trains the global and the personal model every round
     description = "FedAvg global model plus a personal model kept close to it by a proximal term."
-
-    def __init__(self, params=None, faithful=False):
-        super().__init__(params, faithful)
-        if self.hp["lam"] < 0:
-            raise UserError(f"method_params.lam: must be non-negative for ditto, got {self.hp['lam']}")
 
     def init_client(self, client) -> None:
         client.state["personal"] = copy.deepcopy(client.model.state_dict())

@@ -7,11 +7,14 @@ ALA runs once per received message, i.e. also before validation and before the f
 it in every fit and evaluate call, quirk 5). The round's iteration count that the skip rule compares with
 `skip_iters` is upstream's `iter_global` = (rounds done + 1) * local_steps.
 
-Hyper-parameters: `eta` (ALA learning rate, 1.0), `threshold` (0.1) and `window` (10) of the start-phase
-convergence rule, `skip_iters` (50: no ALA while iter_global <= 50), `max_start_epochs` (50: cap on the
-start phase; upstream has none). `faithful`: W reset every call and upstream's swapped parameterisation.
+Hyper-parameters: `fedicra.fl.ala.ALA_PARAMS`. `skip_iters` is upstream's 50 of 30,000 iterations in
+faithful mode and the same fraction of the run otherwise (quirk 26: 0 for any run under 300 rounds of
+10 steps, so ALA runs in every round after the first). `faithful`: W reset every call and upstream's
+swapped parameterisation.
 """
-from fedicra.fl.ala import AdaptiveAggregation
+from functools import cached_property
+
+from fedicra.fl.ala import ALA_PARAMS, AdaptiveAggregation, resolve_ala, round_metrics
 from fedicra.fl.method import Method
 from fedicra.fl.registry import register
 
@@ -19,15 +22,15 @@ from fedicra.fl.registry import register
 @register
 class FedALA(Method):
     name = "fedala"
-    hyperparameters = {"eta": 1.0, "threshold": 0.1, "window": 10, "skip_iters": 50, "max_start_epochs": 50}
+    hyperparameters = dict(ALA_PARAMS)
     description = "FedAvg with adaptive element-wise mixing of the global decoder into the local one."
 
-    def __init__(self, params=None, faithful=False):
-        super().__init__(params, faithful)
-        hp = self.hp
-        self.ala = AdaptiveAggregation(eta=hp["eta"], threshold=hp["threshold"], window=hp["window"],
-                                       skip_iters=hp["skip_iters"], max_start_epochs=hp["max_start_epochs"],
-                                       faithful=faithful)
+    def resolve(self, config):
+        return resolve_ala(config)
+
+    @cached_property
+    def ala(self) -> AdaptiveAggregation:
+        return AdaptiveAggregation.from_params(self.hp, self.faithful)
 
     def receive(self, client, arrays) -> None:
         if not arrays:
@@ -36,9 +39,4 @@ class FedALA(Method):
         client.state["ala_last"] = info
 
     def train_round(self, client, config):
-        metrics = super().train_round(client, config)
-        last = client.state.get("ala_last", {})
-        metrics["ala_epochs"] = float(last.get("epochs", 0))
-        if "weight_end" in last:
-            metrics["ala_weight_mean"] = last["weight_end"]
-        return metrics
+        return {**super().train_round(client, config), **round_metrics(client.state.get("ala_last"))}

@@ -1,117 +1,42 @@
 """FedAP (Lu et al. 2022, adaptive BatchNorm personalization) as run upstream (reference 5.4).
 
-1. Pre-training. Upstream trains one model for `pretrain_iters` = 150 steps on the POOLED training data
-   of all sites (SGD lr = base lr, momentum 0.9, weight decay 1e-4, pCE) and starts federated training
-   from it. A server here holds no data, so round 1 is a pre-training round instead: every client runs
-   `pretrain_steps` such SGD steps from the common initial model on its own data, uploads it (without
-   BatchNorm) and the server averages the results into the initial model (one-shot FedAvg, the
-   federated stand-in for pooled pre-training). Pre-training does not advance the learning-rate
-   schedule's step counter, and round 1 runs no regular local steps, so FedAP gets rounds-1 regular
-   rounds. BatchNorm layers never leave a site, so each site keeps its own pre-trained BatchNorm
-   (upstream hands everyone the pooled model's). `pretrain_steps: 0` skips pre-training (round 1 is
-   then a regular round).
+1. Pre-training. Upstream trains one model for 150 steps on the POOLED training data of all sites
+   (SGD lr = base lr, momentum 0.9, weight decay 1e-4, pCE) and starts federated training from it. A
+   server here holds no data, so round 1 starts with `pretrain_steps` such SGD steps on every client
+   from the common initial model, on its own data; the server averages the uploads (without
+   BatchNorm) into the model everyone continues from (one-shot FedAvg, the federated stand-in for
+   pooled pre-training). Each site keeps its own pre-trained BatchNorm (upstream hands everyone the
+   pooled model's). Intended (quirk 26): `pretrain_steps` is upstream's 150 of 30,000 as the same
+   fraction of this run (at least 1, at most one round), and it comes out of the shared budget: round
+   1 runs `local_steps - pretrain_steps` regular steps after it, and the pre-training steps advance the
+   learning-rate schedule. `faithful`: 150 steps on top of the budget, round 1 runs no regular steps.
+   `pretrain_steps: 0` skips pre-training (round 1 is then a regular round).
 2. In the first regular round every client trains from the pre-trained model, then passes one
    epoch of its training batches through the network (eval mode) and reports, for the input of every
-   encoder BatchNorm layer, the per-channel mean and variance (statistics, not parameters, in `extras`).
+   encoder BatchNorm layer, the per-channel mean and variance (`fedicra.fl.bn_similarity`).
 3. The server sets d_ij = sum over layers of sqrt(||mu_i - mu_j||^2 + ||sd_i - sd_j||^2) (Wasserstein-2
    between per-channel Gaussians), w_ij proportional to 1/d_ij for j != i scaled to sum to 1 - m, and
    w_ii = m (`momentum`, 0.5). The matrix is frozen once computed.
 4. From then on the server sends site i its own aggregate sum_j w_ij theta_j of the non-BatchNorm
    tensors; BatchNorm layers stay on the site (as FedBN). No single global model exists.
 
-`faithful` (quirk 17): upstream pools the statistics with weight len(batch) = 3 (the number of keys of
-its batch dict) for every batch, i.e. it averages the per-batch means and per-batch variances; intended
-pools every pixel of the epoch (exact mean and variance).
+`faithful` (quirk 17): upstream pools the statistics with the same weight for every batch, including
+the between-batch variance of the batch means; intended pools every pixel of the epoch.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
+from fedicra.fl import schedule
+from fedicra.fl.bn_similarity import bn_input_statistics, mix, similarity_weights
 from fedicra.errors import UserError
+from fedicra.fl.hyperparameters import Param
 from fedicra.fl.method import Method, weighted_average
 from fedicra.fl.registry import register
 from fedicra.seeding import Stream  # pre-training and statistics batches: their own streams
+from fedicra.models.groups import BATCHNORM
 
-BATCHNORM = torch.nn.modules.batchnorm._BatchNorm
-
-
-def encoder_batchnorms(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if n.startswith("encoder.") and isinstance(m, BATCHNORM)]
-
-
-def bn_input_statistics(client, model: torch.nn.Module, faithful: bool = False) -> dict[str, torch.Tensor]:
-    """Per-channel mean and variance of the input of every encoder BatchNorm over one epoch of batches.
-
-    Returns {"<layer>.mean": [C], "<layer>.var": [C]} (float64, CPU).
-    """
-    layers = encoder_batchnorms(model)
-    sums: dict[str, list] = {n: [] for n, _ in layers}   # per batch: (count, sum, sum of squares)
-
-    def hook_for(name):
-        def hook(module, inputs):
-            x = inputs[0].detach().double()
-            sums[name].append((x.numel() // x.shape[1], x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3))))
-        return hook
-
-    handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in layers]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for position in range(client.batches_per_epoch):
-                batch = client.batch(position, phase=Stream.STATISTICS)
-                model(batch["image"])
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    stats = {}
-    for name, parts in sums.items():
-        if faithful:   # every batch weighs the same: mean of batch means, mean of batch variances
-            means = torch.stack([s / n for n, s, _ in parts])
-            variances = torch.stack([q / n - (s / n) ** 2 for n, s, q in parts])
-            mean, var = means.mean(0), variances.mean(0)
-        else:          # pooled over every pixel of the epoch
-            count = sum(n for n, _, _ in parts)
-            mean = sum(s for _, s, _ in parts) / count
-            var = sum(q for _, _, q in parts) / count - mean ** 2
-        stats[f"{name}.mean"], stats[f"{name}.var"] = mean.cpu(), var.clamp(min=0).cpu()
-    return stats
-
-
-def bn_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    """Sum over layers of the Wasserstein-2 distance between per-channel Gaussians."""
-    total = 0.0
-    for key in a:
-        if key.endswith(".mean"):
-            layer = key[: -len(".mean")]
-            mean_gap = float(((a[key] - b[key]) ** 2).sum())
-            sd_gap = float(((a[layer + ".var"].sqrt() - b[layer + ".var"].sqrt()) ** 2).sum())
-            total += math.sqrt(mean_gap + sd_gap)
-    return total
-
-
-def similarity_weights(stats: dict[int, dict[str, torch.Tensor]], momentum: float) -> dict[int, dict[int, float]]:
-    """Row-stochastic matrix {i: {j: w_ij}}: w_ii = momentum, the rest ~ 1/d_ij summing to 1 - momentum."""
-    sites = sorted(stats)
-    if len(sites) == 1:
-        return {sites[0]: {sites[0]: 1.0}}
-    weights = {}
-    for i in sites:
-        inverse = {j: 1.0 / max(bn_distance(stats[i], stats[j]), 1e-12) for j in sites if j != i}
-        total = sum(inverse.values())
-        row = {j: (1.0 - momentum) * v / total for j, v in inverse.items()}
-        row[i] = momentum
-        weights[i] = row
-    return weights
-
-
-def mix(states: dict[int, dict[str, torch.Tensor]], row: dict[int, float]) -> dict[str, torch.Tensor]:
-    """sum_j w_ij theta_j over the sites present, renormalised if some site is missing this round."""
-    present = [j for j in row if j in states and row[j] > 0]
-    return weighted_average([states[j] for j in present], [row[j] for j in present])
+UPSTREAM_PRETRAIN_STEPS = 150
 
 
 @register
@@ -119,15 +44,29 @@ class FedAP(Method):
     name = "fedap"
     personal_types = (BATCHNORM,)
     has_global_model = False
-    hyperparameters = {"pretrain_steps": 150, "momentum": 0.5}
+    hyperparameters = {
+        "pretrain_steps": Param(None, "SGD pre-training steps at the start of round 1 (upstream 150 of 30,000; "
+                                      "null = the same fraction of the run)", kind=int, low=0),
+        "momentum": Param(0.5, "weight of a site's own model in its aggregate (w_ii)", low=0, high=1),
+    }
     description = "Per-site aggregates weighted by BatchNorm-statistics similarity; BatchNorm stays local."
 
-    def __init__(self, params=None, faithful=False):
-        super().__init__(params, faithful)
-        if self.hp["pretrain_steps"] < 0:
-            raise UserError(f"method_params.pretrain_steps: must be >= 0, got {self.hp['pretrain_steps']}")
-        if not 0.0 <= self.hp["momentum"] <= 1.0:
-            raise UserError(f"method_params.momentum: must be in [0, 1], got {self.hp['momentum']}")
+    def resolve(self, config):
+        if self.faithful:
+            return {"pretrain_steps": UPSTREAM_PRETRAIN_STEPS}
+        return {"pretrain_steps": schedule.iterations(UPSTREAM_PRETRAIN_STEPS, config, low=1,
+                                                      high=config["local_steps"])}
+
+    def configure(self, config):
+        super().configure(config)
+        if not self.faithful and self.hp["pretrain_steps"] > config["local_steps"]:
+            raise UserError(f"method_params.pretrain_steps: at most local_steps ({config['local_steps']}) "
+                            f"unless faithful, got {self.hp['pretrain_steps']}")
+
+    def gradient_budget(self, config) -> int:
+        if self.faithful and self.hp["pretrain_steps"] > 0:   # upstream: pre-training on top of the run
+            return self.hp["pretrain_steps"] + (config["rounds"] - 1) * config["local_steps"]
+        return super().gradient_budget(config)
 
     @property
     def stats_round(self) -> int:
@@ -136,7 +75,12 @@ class FedAP(Method):
     # ------------------------------------------------------------------ client
     def train_round(self, client, config):
         if int(config["round"]) == 1 and self.hp["pretrain_steps"] > 0:
-            return self.pretrain(client)
+            metrics = self.pretrain(client)
+            if not self.faithful:   # the rest of round 1's budget: regular local steps
+                regular = config["local_steps"] - self.hp["pretrain_steps"]
+                if regular > 0:
+                    metrics = {**metrics, **client.train_steps(client.model, regular)}
+            return metrics
         metrics = super().train_round(client, config)
         client.state["send_stats"] = int(config["round"]) == self.stats_round
         return metrics
@@ -156,6 +100,9 @@ class FedAP(Method):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                client.gradient_steps += 1
+                if not self.faithful:   # part of the shared budget: it advances the schedule
+                    client.step += 1
                 total += float(loss.detach()) / steps
         return {"loss": total, "pretrain_loss": total}
 

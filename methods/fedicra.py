@@ -2,19 +2,28 @@
 
 Model `unet_lc_multihead`: site-coded channel selection (PCS) on the bottleneck and three auxiliary heads.
 Local objective (4.1): pCE + L_MTEL (tree energy, weight `tree_weight`) + `gated_crf_weight` * L_GCRF
-+ `alpha` * L_SC (site contrast on the PCS attention). Local schedule (4.6): the head alone for
-`local_steps - rep_iters` steps, then the body, AdamW re-created every round, poly learning rate.
-On receipt (4.7) the decoder is merged by adaptive element-wise aggregation (`fedicra.fl.ala`);
-the server averages every tensor (4.8), so a global model exists and is scored too.
+(the shared objective `pce+gcrf+mtel`, `fedicra.fl.client.Client.objective`) + `alpha` * L_SC (site
+contrast on the PCS attention). Local schedule (4.6): the head alone for `local_steps - rep_iters`
+steps, then the body, AdamW re-created every round, poly learning rate. On receipt (4.7) the decoder
+is merged by adaptive element-wise aggregation (`fedicra.fl.ala`); the server averages every tensor
+(4.8), so a global model exists and is scored too.
 
 Ablations (method_params): contrastive, adaptive_aggregation, tree_energy, gated_crf (booleans) and
-tree_mode (`recursive` = upstream's cascade, `add`, `single` = single-scale).
-`faithful`: frozen unregistered PCS with the site-0 quirk, ALA weights reset each call with upstream's
-swapped parameterisation, frozen tensors still stepped by AdamW (see fedicra.fl.client.train_steps).
+tree_mode (`recursive` = upstream's cascade, `add`, `single` = single-scale); the run's `objective`
+option replaces the objective as a whole (e.g. `pce` trains FedICRA's mechanisms on partial CE alone).
+Intended: L_SC in LC-Fed's form (detached bottleneck, gradient into the PCS only); `rep_iters` and
+ALA's `skip_iters` as the same share of the run as upstream's (quirk 26).
+`faithful`: frozen unregistered PCS with the site-0 quirk and upstream's L_SC (own attention with
+gradient, others detached, so the gradient reaches the encoder), ALA weights reset each call with
+upstream's swapped parameterisation, frozen tensors still stepped by AdamW
+(see fedicra.fl.client.train_steps), upstream's absolute schedule constants.
 """
-from fedicra.fl.ala import AdaptiveAggregation
+from functools import cached_property
+
+from fedicra.fl.ala import ALA_PARAMS, AdaptiveAggregation, resolve_ala, round_metrics
+from fedicra.fl.hyperparameters import Param
 from fedicra.fl.method import Method, load_shared
-from fedicra.fl.personalization import head_then_body, site_contrast
+from fedicra.fl.personalization import LCFED, REP_ITERS, UPSTREAM_FEDICRA, body_steps, head_then_body, site_contrast
 from fedicra.fl.registry import register
 
 
@@ -22,30 +31,35 @@ from fedicra.fl.registry import register
 class FedICRA(Method):
     name = "fedicra"
     model = "unet_lc_multihead"
+    objective = "pce+gcrf+mtel"
     hyperparameters = {
-        "alpha": 1.0,            # README command (code default 0.5)
-        "tree_weight": 0.1,
-        "gated_crf_weight": 0.1,
-        "rep_iters": 3,
-        "contrastive": True,
-        "adaptive_aggregation": True,
-        "tree_energy": True,
-        "gated_crf": True,
-        "tree_mode": "recursive",
-        "eta": 1.0, "threshold": 0.1, "window": 10, "skip_iters": 50, "max_start_epochs": 50,
+        "alpha": Param(1.0, "weight of the site-contrastive term (README command; code default 0.5)", low=0),
+        "tree_weight": Param(0.1, "weight of the multiscale tree energy", low=0),
+        "gated_crf_weight": Param(0.1, "weight of the gated CRF term", low=0),
+        "rep_iters": REP_ITERS,
+        "contrastive": Param(True, "ablation switch: the site-contrastive term"),
+        "adaptive_aggregation": Param(True, "ablation switch: ALA on receipt (off = plain load)"),
+        "tree_energy": Param(True, "ablation switch: the tree-energy term"),
+        "gated_crf": Param(True, "ablation switch: the gated CRF term"),
+        "tree_mode": Param("recursive", "multiscale tree energy variant", choices=("recursive", "add", "single")),
+        **ALA_PARAMS,
     }
     description = "Weak-supervision objective + site-contrastive channel selection + adaptive aggregation."
 
-    def __init__(self, params=None, faithful=False):
-        super().__init__(params, faithful)
-        from fedicra.errors import UserError
+    def resolve(self, config):
+        return {**resolve_ala(config), "rep_iters": body_steps(self.hp["rep_iters"], config)}
 
-        if self.hp["tree_mode"] not in ("recursive", "add", "single"):
-            raise UserError(f"method_params.tree_mode: expected recursive, add or single, got {self.hp['tree_mode']!r}")
-        hp = self.hp
-        self.ala = AdaptiveAggregation(eta=hp["eta"], threshold=hp["threshold"], window=hp["window"],
-                                       skip_iters=hp["skip_iters"], max_start_epochs=hp["max_start_epochs"],
-                                       faithful=faithful)
+    def choose_objective(self, config):
+        terms = super().choose_objective(config)
+        dropped = {"mtel": not self.hp["tree_energy"], "gcrf": not self.hp["gated_crf"]}
+        return tuple(t for t in terms if not dropped.get(t, False))
+
+    def objective_weights(self, config):
+        return {"gcrf": self.hp["gated_crf_weight"], "mtel": self.hp["tree_weight"], "tree_mode": self.hp["tree_mode"]}
+
+    @cached_property
+    def ala(self) -> AdaptiveAggregation:
+        return AdaptiveAggregation.from_params(self.hp, self.faithful)
 
     def receive(self, client, arrays) -> None:
         if not self.hp["adaptive_aggregation"]:
@@ -53,24 +67,16 @@ class FedICRA(Method):
         elif arrays:
             client.state["ala_last"] = self.ala.merge(client, arrays, round_iter=client.step + client.config["local_steps"])
 
+    def train_round(self, client, config):
+        return {**super().train_round(client, config), **round_metrics(client.state.get("ala_last"))}
+
     def trainable(self, client, step_in_round):
         return head_then_body(step_in_round, client.config["local_steps"], self.hp["rep_iters"])
 
     def loss(self, client, batch, output):
-        from fedicra.losses import gated_crf_loss, partial_cross_entropy, tree_energy_loss
-        import torch
-
-        ignore = client.manifest.num_classes
-        loss = partial_cross_entropy(output["logits"], batch["label"], ignore_index=ignore)
-        parts = {"pce": float(loss.detach())}
-        if self.hp["tree_energy"]:
-            tree = tree_energy_loss(output["logits"], batch["image"], output["aux"], batch["label"], ignore,
-                                    weight=self.hp["tree_weight"], mode=self.hp["tree_mode"])
-            loss, parts["tree_energy"] = loss + tree, float(tree.detach())
-        if self.hp["gated_crf"]:
-            crf = gated_crf_loss(torch.softmax(output["logits"], dim=1), batch["image"])
-            loss, parts["gated_crf"] = loss + self.hp["gated_crf_weight"] * crf, float(crf.detach())
+        loss, parts = client.objective(batch, output)
         if self.hp["contrastive"]:
-            contrast = site_contrast(client.model, batch["image"], output, self.faithful)
+            mode = UPSTREAM_FEDICRA if self.faithful else LCFED
+            contrast = site_contrast(client.model, batch["image"], output, mode)
             loss, parts["site_contrast"] = loss + self.hp["alpha"] * contrast, float(contrast.detach())
         return loss, parts

@@ -4,6 +4,7 @@ Intended: (mu/2)*||w - w_G||^2 from the first local step. `faithful`: upstream's
 (the norm, not its square) from the second local step of the round on."""
 import torch
 
+from fedicra.fl.hyperparameters import Param
 from fedicra.fl.method import Method
 from fedicra.fl.registry import register
 
@@ -11,7 +12,7 @@ from fedicra.fl.registry import register
 @register
 class FedProx(Method):
     name = "fedprox"
-    hyperparameters = {"mu": 1e-3}
+    hyperparameters = {"mu": Param(1e-3, "weight of the proximal term", low=0)}
     description = "FedAvg with a proximal term towards the global model."
 
     def receive(self, client, arrays) -> None:

@@ -2,17 +2,20 @@
 
 Every client keeps its own model; the server relays models and never averages into one global model.
   * Round 1 (warm-up): everyone loads the initial model.
-  * Common-knowledge phase (rounds <= `common_rounds`, upstream 400 iterations = 40 rounds): the server
+  * Common-knowledge phase (rounds <= `common_rounds`, upstream 400 iterations = 40 of 3,000 rounds;
+    intended: the same fraction of the run, at least 2 and at most rounds - 1 so that both phases
+    happen, quirk 26): the server
     ranks sites by performance = validation Dice + `uncertainty_weight` / uncertainty (both reported by
     the clients after local training) and gives each site the model of the next-better site in that
-    cyclic order as its teacher. A client whose teacher scores better on the client's own validation
-    split copies the teacher's weights; otherwise it keeps its own and distils from the teacher with
+    cyclic order as its teacher. A client whose teacher scores at least as well on the client's own
+    validation split copies the teacher's weights (a tie copies, as upstream's `meta_flag`); otherwise it keeps its own and distils from the teacher with
     strength `lam`.
   * Personalization phase: the teacher of site i is sum_j w_ij theta_j with FedAP's BatchNorm-similarity
     matrix (momentum 0.5), computed once from encoder BatchNorm statistics the clients report at the end
     of round `common_rounds`. The client keeps its model; lambda = 0 if the teacher is not better on its
     validation split, else 10^min(1, 5*(dice_teacher - dice_own)) / 10 * `lam`.
-  * Distillation (only after round `distill_after_rounds`, upstream 100 iterations = 10 rounds):
+  * Distillation (only after round `distill_after_rounds`, upstream 100 iterations = 10 rounds;
+    intended: the same fraction of the run, below `common_rounds`):
     loss += lambda * KL(teacher || student) of the softmax outputs (element-wise mean, as upstream's
     `F.kl_div`) + `beta` * sum of MSEs between student and teacher encoder features.
   * Uncertainty: at every training step, mean predictive entropy of the average softmax over 8 passes of
@@ -34,8 +37,11 @@ import torch
 import torch.nn.functional as F
 
 from fedicra.errors import UserError
+from fedicra.fl import schedule
+from fedicra.fl.bn_similarity import bn_input_statistics, mix, similarity_weights
+from fedicra.fl.hyperparameters import Param
 from fedicra.fl.method import Method, load_shared
-from fedicra.fl.registry import get_method, register
+from fedicra.fl.registry import register
 
 TEACHER = "teacher."
 PHASE = "metafed.phase"
@@ -70,26 +76,28 @@ def predictive_uncertainty(model: torch.nn.Module, image: torch.Tensor, train_mo
     return float(entropy.mean())
 
 
-def _fedap():
-    # FedAP's BatchNorm-statistics helpers live in methods/fedap.py (a plugin module, loaded by the registry).
-    import sys
-
-    get_method("fedap")
-    return sys.modules["fedicra_methods.fedap"]
-
-
 @register
 class MetaFed(Method):
     name = "metafed"
     has_global_model = False
-    hyperparameters = {"common_rounds": 40, "distill_after_rounds": 10, "lam": 0.5, "beta": 0.5,
-                       "uncertainty_weight": 0.5, "momentum": 0.5}
+    hyperparameters = {
+        "common_rounds": Param(None, "last round of the common-knowledge phase (upstream 40 of 3,000; "
+                                     "null = the same fraction of the run)", kind=int, low=1),
+        "distill_after_rounds": Param(None, "distil only after this round (upstream 10 of 3,000; null = the "
+                                            "same fraction of the run)", kind=int, low=0),
+        "lam": Param(0.5, "distillation strength (KL term)", low=0),
+        "beta": Param(0.5, "weight of the feature MSE of the distillation", low=0),
+        "uncertainty_weight": Param(0.5, "weight of 1/uncertainty in the performance that ranks sites", low=0),
+        "momentum": Param(0.5, "weight of a site's own model in its personalized teacher", low=0, high=1),
+    }
     description = "Cyclic knowledge distillation between site models, then similarity-weighted teachers."
 
-    def __init__(self, params=None, faithful=False):
-        super().__init__(params, faithful)
-        if self.hp["common_rounds"] < 1:
-            raise UserError(f"method_params.common_rounds: must be at least 1, got {self.hp['common_rounds']}")
+    def resolve(self, config):
+        common = self.hp["common_rounds"]
+        if common is None:
+            common = schedule.rounds(40, config, low=2, high=config["rounds"] - 1)
+        return {"common_rounds": common,
+                "distill_after_rounds": schedule.rounds(10, config, low=0, high=common - 1)}
 
     # ------------------------------------------------------------------ client
     def _val_dice(self, client, model) -> float:
@@ -99,10 +107,11 @@ class MetaFed(Method):
         return float(client.score(model, "val", site)["mean_dice"].mean())
 
     def receive(self, client, arrays) -> None:
-        client.state["lam"], client.state["teacher"] = 0.0, None
+        client.state.update(lam=0.0, teacher=None, own_dice=0.0, teacher_dice=0.0)
         if not arrays:
             return
         phase = int(arrays[PHASE])
+        client.state["phase"] = phase
         teacher_state = {k[len(TEACHER):]: v for k, v in arrays.items() if k.startswith(TEACHER)}
         if phase == WARMUP:
             load_shared(client.model, teacher_state, lambda name: False)
@@ -114,7 +123,7 @@ class MetaFed(Method):
         better = self._val_dice(client, teacher)
         client.state.update(own_dice=own, teacher_dice=better)
         if phase == COMMON:
-            if better > own:   # the teacher already knows more: take it over
+            if better >= own:   # the teacher knows at least as much: take it over (upstream on a tie too)
                 load_shared(client.model, teacher_state, lambda name: False)
                 return
             lam = self.hp["lam"]
@@ -154,14 +163,17 @@ class MetaFed(Method):
         client.state["teacher"] = None
         client.state["val_dice"] = self._val_dice(client, client.model)
         client.state["send_stats"] = round_ == self.hp["common_rounds"]
-        metrics.update(val_dice=client.state["val_dice"],
+        gap = client.state.get("teacher_dice", 0.0) - client.state.get("own_dice", 0.0)
+        metrics.update(phase=float(client.state.get("phase", WARMUP)), distilled=float(teacher is not None),
+                       teacher_gap=float(gap),
+                       val_dice=client.state["val_dice"],
                        uncertainty=sum(uncertainties) / max(1, len(uncertainties)))
         return metrics
 
     def client_extras(self, client):
         if not client.state.pop("send_stats", False):
             return {}
-        return _fedap().bn_input_statistics(client, client.model, faithful=False)
+        return bn_input_statistics(client, client.model, faithful=False)
 
     # ------------------------------------------------------------------ server
     def init_server(self, server) -> None:
@@ -175,7 +187,7 @@ class MetaFed(Method):
                                                    + self.hp["uncertainty_weight"] / uncertainty)
         stats = {r.site: r.extras for r in replies if r.extras}
         if server.state["weights"] is None and stats:
-            server.state["weights"] = _fedap().similarity_weights(stats, self.hp["momentum"])
+            server.state["weights"] = similarity_weights(stats, self.hp["momentum"])
 
     def payload(self, server, site):
         if server.round >= server.config["rounds"]:
@@ -186,5 +198,5 @@ class MetaFed(Method):
         elif server.round < self.hp["common_rounds"] or weights is None or site not in weights:
             teacher, phase = models[teacher_order(server.state["performance"])[site]], COMMON
         else:
-            teacher, phase = _fedap().mix(models, weights[site]), PERSONAL
+            teacher, phase = mix(models, weights[site]), PERSONAL
         return {**{TEACHER + k: v for k, v in teacher.items()}, PHASE: torch.tensor(phase)}

@@ -54,3 +54,22 @@ def fake_smoke_results(workdir):
         cfg.write_text("fake: true\n")
     time.sleep(0.05)
     write_fake_benchmark(results, plan, seeds=(0,), num_sites=3, cases_per_site=4, img_size=12)
+
+
+def run_recorded(config, run_dir):
+    """Run in-process and keep every message, so a test can inspect what left each client and what
+    each reply reported. Returns (summary, transport, clients); transport.received holds the replies."""
+    from fedicra.fl.backends.inprocess import InProcessTransport
+    from fedicra.fl.registry import build_method
+    from fedicra.fl.runner import run_experiment
+    from fedicra.fl.setup import client_keys, load_manifest, make_client
+
+    method = build_method(config)
+    manifest = load_manifest(config)
+    clients = {k: make_client(config, method, k, manifest) for k in client_keys(config, manifest, method)}
+    for client in clients.values():
+        client.samples_dir = run_dir
+    transport = InProcessTransport(clients)
+    transport.record = True
+    summary = run_experiment(config, run_dir, transport=transport)
+    return summary, transport, clients

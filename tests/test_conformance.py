@@ -7,26 +7,12 @@ import pytest
 
 from fedicra import record
 from fedicra.fl import protocol
-from fedicra.fl.backends.inprocess import InProcessTransport
 from fedicra.fl.registry import build_method, load_methods
 from fedicra.fl.runner import run_experiment
 from fedicra.fl.setup import client_keys, load_manifest, make_client
-from helpers import assert_nothing_but_model_leaves, tiny_config
+from helpers import assert_nothing_but_model_leaves, run_recorded, tiny_config
 
 METHODS = sorted(load_methods())
-
-
-def run_recorded(config, run_dir):
-    """Run in-process and keep every message, so the test can inspect what left each client."""
-    method = build_method(config)
-    manifest = load_manifest(config)
-    clients = {k: make_client(config, method, k, manifest) for k in client_keys(config, manifest, method)}
-    for client in clients.values():
-        client.samples_dir = run_dir
-    transport = InProcessTransport(clients)
-    transport.record = True
-    summary = run_experiment(config, run_dir, transport=transport)
-    return summary, transport, clients
 
 
 def config_image_shape(clients):
@@ -89,3 +75,22 @@ def test_fedavg_on_one_site_equals_local_training(tiny_faz, tmp_path):
         cases = pd.read_csv(tmp_path / name / "cases.csv")
         results[name] = cases[(cases["model"] == "personalized")].drop(columns=["round"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(results["fedavg"], results["local"], check_exact=False, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_method_keeps_the_gradient_budget(name, tiny_faz, tmp_path):
+    """Every site takes exactly the declared gradient steps (rounds x local steps x `budget`); a plugin
+    that takes more without declaring it fails here. The run records the steps and the resolved values."""
+    import json
+
+    config = tiny_config(tiny_faz, method=name)
+    summary = run_experiment(config, tmp_path / "run")
+    method = build_method(config)
+    budget = method.gradient_budget(config)
+    assert budget == round(method.budget * config["rounds"] * config["local_steps"])
+    steps = summary["gradient_steps"]
+    assert steps and all(n == budget for n in steps.values()), f"{name}: {steps} gradient steps, budget {budget}"
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]
+    assert recorded["gradient_steps_per_site"] == budget
+    assert recorded["method_params"] == method.resolved
+    assert recorded["objective"] == "+".join(method.objective_terms)

@@ -159,8 +159,8 @@ def _stats(offset):
 
 
 def test_fedap_weight_matrix_rows_sum_to_one_with_diagonal_m():
-    fedap = load_methods()["fedap"]
-    module = __import__("sys").modules[fedap.__module__]
+    from fedicra.fl import bn_similarity as module
+
     weights = module.similarity_weights({0: _stats(0.0), 1: _stats(1.0), 2: _stats(5.0)}, momentum=0.5)
     for i, row in weights.items():
         assert sum(row.values()) == pytest.approx(1.0)
@@ -188,7 +188,8 @@ def test_fedap_server_sends_personalized_aggregates(faz_root):
 
 def test_fedap_bn_statistics_intended_pool_pixels_faithful_averages_batches(faz_root):
     client, _ = client_for(faz_root, "fedap", batch_size=3)   # 4 training cases: batches of 3 and 1
-    fedap = __import__("sys").modules[type(client.method).__module__]
+    from fedicra.fl import bn_similarity as fedap
+
     intended = fedap.bn_input_statistics(client, client.model)
     faithful = fedap.bn_input_statistics(client, client.model, faithful=True)
     conv = client.model.encoder.in_conv.conv_conv[0]
@@ -204,6 +205,11 @@ def test_fedap_bn_statistics_intended_pool_pixels_faithful_averages_batches(faz_
     batch_means = torch.stack([o.mean(dim=(0, 2, 3)) for o in outputs]).mean(0)
     assert torch.allclose(faithful[key + ".mean"], batch_means, atol=1e-6)
     assert not torch.allclose(faithful[key + ".mean"], intended[key + ".mean"], atol=1e-6)
+    # Upstream's pairwise combination keeps the variance of the batch means between batches.
+    within = torch.stack([o.var(dim=(0, 2, 3), unbiased=False) for o in outputs]).mean(0)
+    between = torch.stack([o.mean(dim=(0, 2, 3)) for o in outputs]).var(0, unbiased=False)
+    assert torch.allclose(faithful[key + ".var"], within + between, atol=1e-6)
+    assert (between > 0).any()
 
 
 # ---------------------------------------------------------------------- Ditto

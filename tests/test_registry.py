@@ -31,6 +31,32 @@ def test_hyperparameters_are_validated():
         fedprox({"nu": 1.0})
 
 
+@pytest.mark.parametrize("value,message", [(float("nan"), "finite"), (float("inf"), "finite"),
+                                           (-1.0, r"must be in \[0, inf\)"), (True, "expected float")])
+def test_bad_hyperparameter_values_are_rejected_naming_the_key(value, message):
+    with pytest.raises(UserError, match=f"^method_params.mu: .*{message}"):
+        get_method("fedprox")({"mu": value})
+
+
+def test_range_and_choices_are_checked_by_shared_code():
+    with pytest.raises(UserError, match=r"method_params.momentum: must be in \[0, 1\]"):
+        get_method("fedap")({"momentum": 1.5})
+    with pytest.raises(UserError, match="method_params.tree_mode: expected one of recursive, add, single"):
+        get_method("fedicra")({"tree_mode": "bogus"})
+    with pytest.raises(UserError, match=r"method_params.window: must be in \[1, inf\)"):
+        get_method("fedala")({"window": 0})
+
+
+def test_plain_default_hyperparameters_still_work():
+    class Plain(Method):
+        name = "plain-defaults"
+        hyperparameters = {"k": 3}
+
+    assert Plain({"k": 5}).hp == {"k": 5}
+    with pytest.raises(UserError, match="method_params.k: expected int"):
+        Plain({"k": 0.5})
+
+
 def test_duplicate_name_fails_loudly():
     class First(Method):
         name = "dup-test"
@@ -62,6 +88,34 @@ def test_plugin_from_another_folder_is_found(tmp_path):
     """)
     assert result.returncode == 0, result.stderr
     assert "'my-method'" in result.stdout
+
+
+def test_duplicate_module_file_name_fails_loudly(tmp_path):
+    """A user file named like a built-in would be silently shadowed or skipped; it must fail instead."""
+    result = _run_with_plugin(tmp_path, """
+        from fedicra.fl.method import Method
+        from fedicra.fl.registry import register
+
+        @register
+        class Other(Method):
+            name = "other-name"
+    """)
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "plugin.py").rename(tmp_path / "fedavg.py")
+    code = "from fedicra.fl.registry import load_methods; load_methods()"
+    clash = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**__import__("os").environ, "FEDICRA_METHODS_PATH": str(tmp_path)})
+    assert clash.returncode != 0
+    assert "two method files are named 'fedavg.py'" in clash.stderr
+
+
+def test_no_plugin_imports_another_plugin():
+    from pathlib import Path
+
+    for path in (Path(__file__).resolve().parents[1] / "methods").glob("*.py"):
+        lines = path.read_text().splitlines()
+        assert not [l for l in lines if l.startswith(("from fedicra_methods", "import fedicra_methods"))], path
+        assert not [l for l in lines if "sys.modules" in l or "get_method(" in l], path
 
 
 def test_broken_plugin_shows_its_real_traceback(tmp_path):

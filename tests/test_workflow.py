@@ -84,7 +84,7 @@ def test_default_config_includes_faz_mini_and_skips_a_missing_optional_dataset(t
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/default.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]
     counts = job_counts(result.stdout)
-    assert counts["import_dataset"] == 1 and counts["train"] == 3 * 14  # faz-mini: shipped or full copy
+    assert counts["import_dataset"] == 1 and counts["train"] == 2 * 15  # synth-faz, faz-mini (shipped or full copy) x 14 + 1 variant
     missing = tmp_path / "other.yaml"
     missing.write_text("datasets:\n  faz-other:\n    source: import\n    task: faz\n    images: /nonexistent/images\n"
                        "    masks: /nonexistent/masks\n    site_patterns: ['deep_*=deep']\n    size: 64\n"
@@ -92,7 +92,7 @@ def test_default_config_includes_faz_mini_and_skips_a_missing_optional_dataset(t
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/default.yaml"), str(missing))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "skipping optional dataset faz-other" in result.stdout + result.stderr
-    assert job_counts(result.stdout)["train"] == 3 * 14
+    assert job_counts(result.stdout)["train"] == 2 * 15
 
 
 def test_config_schema_fills_defaults_and_rejects_bad_values():

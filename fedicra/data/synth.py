@@ -21,8 +21,10 @@ from fedicra.data.manifest import LABEL_KINDS, Manifest, get_task
 from fedicra.data.sparse import make_sparse_labels
 from fedicra.data.staging import check_target, staging_folder
 
-# training cases per site at scale 1 (unequal on purpose); test sets are about a third of that
+# training cases per site at scale 1 (unequal on purpose); test sets are a third of that but at least
+# MIN_TEST_CASES, so per-site tables and paired tests have the power to say something
 TRAIN_COUNTS = (24, 16, 20, 40, 8)
+MIN_TEST_CASES = 20
 SPLIT_CODES = {"train": 0, "test": 1}
 PREVIEW_FILE = "preview.png"
 
@@ -63,7 +65,8 @@ ODOC_SITES = (
 
 
 def case_counts(scale: float = 1.0, cases: int | None = None) -> list[tuple[int, int]]:
-    """(train, test) per site: `cases` per site for all, or the default unequal counts times `scale`."""
+    """(train, test) per site: `cases` per site for all (test a third of it: small unit-test sets), or the
+    default unequal training counts times `scale` with at least MIN_TEST_CASES test cases per site."""
     if cases is not None:
         if cases < 1:
             raise DataError(f"--cases must be at least 1, got {cases}")
@@ -73,7 +76,7 @@ def case_counts(scale: float = 1.0, cases: int | None = None) -> list[tuple[int,
     out = []
     for n in TRAIN_COUNTS:
         train = max(2, round(n * scale))
-        out.append((train, max(1, round(train / 3))))
+        out.append((train, max(MIN_TEST_CASES, round(train / 3))))
     return out
 
 

@@ -13,8 +13,8 @@ learned by gradient descent on the client's partial cross-entropy, on its own tr
 The first non-skipped call is a "start phase": whole epochs until more than `window` epochs ran and the
 standard deviation of the last `window` epoch-final losses is below `threshold`, capped at
 `max_start_epochs` (upstream has no cap; the cap keeps CPU runs bounded). Later calls run one epoch.
-ALA is skipped (pure global model kept) while `round_iter <= skip_iters` (upstream: `iter_global <= 50`)
-or when the local and global values of P are identical (nothing to mix, e.g. the first round).
+ALA is skipped (pure global model kept) while `round_iter <= skip_iters` (upstream: `iter_global <= 50`;
+intended: the same fraction of the run, see `resolve_ala`) or when the local and global values of P are identical (nothing to mix, e.g. the first round).
 
 ALA's batches come from `client.batch` on an epoch counter far from the training counter, so they are
 seeded and repeatable but drawn independently of the training batches, and they do not advance the
@@ -29,14 +29,31 @@ import numpy as np
 import torch
 
 from fedicra.errors import UserError
+from fedicra.fl import schedule
+from fedicra.fl.hyperparameters import Param
 from fedicra.fl.method import load_shared
 from fedicra.seeding import Stream  # ALA epochs draw their batches from their own stream
+from fedicra.models.groups import is_decoder
 STATE_KEY = "ala"
 
 
-def decoder_mixed(name: str) -> bool:
-    """Default mixed set P: parameters of decoder.up1..4 and decoder.out_conv (aux heads excluded)."""
-    return name.startswith(("decoder.up1.", "decoder.up2.", "decoder.up3.", "decoder.up4.", "decoder.out_conv."))
+# Default mixed set P: parameters of decoder.up1..4 and decoder.out_conv (aux heads excluded).
+decoder_mixed = is_decoder
+
+# The hyper-parameters of every method that merges with ALA (FedALA, FedICRA).
+ALA_PARAMS = {
+    "eta": Param(1.0, "ALA learning rate of the mixing weights", low=0, low_open=True),
+    "threshold": Param(0.1, "start phase ends when the std of the last `window` epoch losses is below this", low=0),
+    "window": Param(10, "epochs in the start phase's convergence window", low=1),
+    "skip_iters": Param(None, "no ALA while the round's iteration count is <= this (upstream 50 of 30,000; "
+                              "null = the same fraction of the run)", kind=int, low=0),
+    "max_start_epochs": Param(50, "cap on the start phase's epochs (upstream has none)", low=1),
+}
+
+
+def resolve_ala(config: dict) -> dict:
+    """Upstream's warm-up (iter_global <= 50 of 30,000) as the same fraction of this run's iterations."""
+    return {"skip_iters": schedule.iterations(50, config)}
 
 
 class AdaptiveAggregation:
@@ -46,6 +63,11 @@ class AdaptiveAggregation:
     received arrays into `client.model` (entries the client's method marks personal are kept) and then
     replaces P by the learned mix. Method state lives in `client.state[state_key]` (torch-saveable).
     """
+
+    @classmethod
+    def from_params(cls, hp: dict, faithful: bool) -> "AdaptiveAggregation":
+        return cls(eta=hp["eta"], threshold=hp["threshold"], window=hp["window"], skip_iters=hp["skip_iters"],
+                   max_start_epochs=hp["max_start_epochs"], faithful=faithful)
 
     def __init__(self, mixed: Callable[[str], bool] = decoder_mixed, eta: float = 1.0, threshold: float = 0.1,
                  window: int = 10, skip_iters: int = 50, max_start_epochs: int = 50, faithful: bool = False,
@@ -69,7 +91,8 @@ class AdaptiveAggregation:
         """Load `global_arrays` and mix P adaptively.
 
         Returns {"skipped": reason or "", "epochs": epochs run, "loss": last ALA batch loss,
-        "weight_start"/"weight_end": mean of W before and after this call (only when not skipped)}.
+        "weight_start"/"weight_end": mean of W before and after this call, "gap_to_global": mean
+        |merged - received| over P (the last two only when not skipped)}.
         """
         model = client.model
         params = dict(model.named_parameters())
@@ -123,8 +146,9 @@ class AdaptiveAggregation:
         with torch.no_grad():
             for n in names:
                 params[n].copy_(temp_params[n])
+        gap = sum(float((params[n].detach() - glob[n]).abs().sum()) for n in names) / sum(glob[n].numel() for n in names)
         return {"skipped": "", "epochs": len(epoch_losses), "loss": epoch_losses[-1],
-                "weight_start": start_mean, "weight_end": _mean(weights)}
+                "weight_start": start_mean, "weight_end": _mean(weights), "gap_to_global": gap}
 
     def _epoch(self, client, temp, temp_params, names, weights, delta, write_mix, st) -> float:
         """One pass over the client's training batches; returns the last batch's loss."""
@@ -149,6 +173,16 @@ class AdaptiveAggregation:
             loss_value = float(loss.detach())
         st["epochs"] += 1
         return loss_value
+
+
+def round_metrics(info: dict[str, Any] | None) -> dict[str, float]:
+    """The last merge as training metrics (so a run's replies show whether ALA ran and moved)."""
+    info = info or {}
+    metrics = {"ala_epochs": float(info.get("epochs", 0))}
+    for key in ("weight_start", "weight_end", "gap_to_global"):
+        if key in info:
+            metrics[f"ala_{key}"] = float(info[key])
+    return metrics
 
 
 def _mean(weights: dict[str, torch.Tensor]) -> float:

@@ -70,6 +70,7 @@ class Client:
     model: torch.nn.Module
     device: torch.device
     step: int = 0                 # local iterations done so far (drives the poly learning rate)
+    gradient_steps: int = 0       # optimizer steps taken on this client's models (the budget, recorded)
     state: dict[str, Any] = field(default_factory=dict)   # method-private state
     best: dict[int, dict[str, Any]] = field(default_factory=dict)  # site -> best-on-val snapshot
     best_test: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -141,17 +142,29 @@ class Client:
         total = self.config["rounds"] * self.config["local_steps"]
         return self.config["lr"] * (1.0 - min(self.step, total - 1) / total) ** self.config["lr_power"]
 
-    def objective(self, batch, output) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss every method shares: partial CE (+ optional gated CRF, as upstream's v4 baselines)."""
-        from fedicra.losses import gated_crf_loss, partial_cross_entropy
+    @property
+    def crf_window(self) -> dict[str, float]:
+        """The gated CRF's radius and sigma_xy for this dataset's image side (fedicra.losses.gated_crf)."""
+        from fedicra.losses.gated_crf import scaled_window
 
-        logits = output["logits"]
-        loss = partial_cross_entropy(logits, batch["label"], ignore_index=self.manifest.num_classes)
+        return scaled_window(self.manifest.img_size, self.manifest.preset.img_size, self.config["faithful"])
+
+    def objective(self, batch, output) -> tuple[torch.Tensor, dict[str, float]]:
+        """The weak-supervision objective of the run (`method.objective_terms`): partial CE, + gated
+        CRF, + multiscale tree energy (on the auxiliary heads), weighted by `method.objective_settings`."""
+        from fedicra.losses import gated_crf_loss, partial_cross_entropy, tree_energy_loss
+
+        terms, settings = self.method.objective_terms, self.method.objective_settings
+        logits, ignore = output["logits"], self.manifest.num_classes
+        loss = partial_cross_entropy(logits, batch["label"], ignore_index=ignore)
         parts = {"pce": float(loss.detach())}
-        if self.config["gated_crf"] > 0:
-            crf = gated_crf_loss(torch.softmax(logits, dim=1), batch["image"])
-            loss = loss + self.config["gated_crf"] * crf
-            parts["gated_crf"] = float(crf.detach())
+        if "mtel" in terms:
+            tree = tree_energy_loss(logits, batch["image"], output["aux"], batch["label"], ignore,
+                                    weight=settings["mtel"], mode=settings["tree_mode"])
+            loss, parts["tree_energy"] = loss + tree, float(tree.detach())
+        if "gcrf" in terms:
+            crf = gated_crf_loss(torch.softmax(logits, dim=1), batch["image"], **self.crf_window)
+            loss, parts["gated_crf"] = loss + settings["gcrf"] * crf, float(crf.detach())
         return loss, parts
 
     def train_steps(self, model: torch.nn.Module, steps: int, loss_fn=None, optimizer=None) -> dict[str, float]:
@@ -184,6 +197,7 @@ class Client:
                 loss.backward()
                 optimizer.step()
                 self.step += 1
+                self.gradient_steps += 1
                 parts = {"loss": float(loss.detach()), **parts}
                 for k, v in parts.items():
                     totals[k] = totals.get(k, 0.0) + v / steps
@@ -297,10 +311,11 @@ class Client:
 
     # ------------------------------------------------------------------ persistence
     def snapshot(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "step": self.step, "state": self.state,
+        return {"model": self.model.state_dict(), "step": self.step, "gradient_steps": self.gradient_steps,
+                "state": self.state,
                 "best": self.best, "best_test": self.best_test, "rng_state": self.rng_state}
 
     def restore(self, snap: dict[str, Any]) -> None:
         self.model.load_state_dict(snap["model"])
-        self.step, self.state = snap["step"], snap["state"]
+        self.step, self.state, self.gradient_steps = snap["step"], snap["state"], snap["gradient_steps"]
         self.best, self.best_test, self.rng_state = snap["best"], snap["best_test"], snap["rng_state"]

@@ -34,9 +34,12 @@ def _run(args: argparse.Namespace) -> int:
 def _methods(args: argparse.Namespace) -> int:
     from fedicra.fl.registry import load_methods
 
+    from fedicra.fl.hyperparameters import as_param
+
     for name, cls in sorted(load_methods().items()):
-        params = ", ".join(f"{k}={v!r}" for k, v in cls.hyperparameters.items()) or "-"
         personal = [*cls.personal, *(f"every {t.__name__}" for t in cls.personal_types)]
         print(f"{name}: {cls.description}")
-        print(f"    model={cls.model}  personal=[{', '.join(personal) or '-'}]  params: {params}")
+        print(f"    model={cls.model}  objective={cls.objective}  personal=[{', '.join(personal) or '-'}]")
+        for key, spec in cls.hyperparameters.items():
+            print(f"    {key}: {as_param(spec).describe()}")
     return 0

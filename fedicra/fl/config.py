@@ -38,6 +38,9 @@ RUN_SCHEMA: dict[str, Any] = {
         "weight_decay": {"type": "number", "minimum": 0, "default": 0.01},
         "gated_crf": {"type": "number", "minimum": 0, "default": 0.0,
                       "description": "weight of the gated CRF term in the shared objective (upstream v4: 0.1)"},
+        "objective": {"type": ["string", "null"], "enum": ["pce", "pce+gcrf", "pce+gcrf+mtel", None], "default": None,
+                      "description": "weak-supervision objective for every method; null = the method's own "
+                                     "(FedICRA pce+gcrf+mtel, the others pce)"},
         "augment": {"type": "boolean", "default": True},
         "eval_every": {"type": "integer", "minimum": 1, "default": 1},
         "val_fraction": {"type": "number", "minimum": 0, "maximum": 0.9, "default": 0.2},

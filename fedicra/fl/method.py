@@ -6,7 +6,12 @@ FedAvg: every hook below has FedAvg's behaviour, so a method overrides only wher
 Class attributes (declarative):
     name              registry key, used in configs (`method: fedbn`)
     model             model factory name (`unet`, `unet_lc`, `unet_lc_multihead`)
-    hyperparameters   {name: default}; values given in a config are checked against the default's type
+    hyperparameters   {name: Param(default, help, low=, high=, choices=)} (`fedicra.fl.hyperparameters`);
+                      shared code checks type, range and finiteness; a plain default is accepted too
+    objective         the weak-supervision objective the method trains with unless the run's
+                      `objective` option says otherwise: "pce", "pce+gcrf" or "pce+gcrf+mtel"
+    budget            gradient steps per site as a multiple of rounds x local_steps (1; Ditto 2);
+                      the conformance suite fails a method that takes more than it declares
     personal          module paths whose parameters AND buffers never leave the client
                       (e.g. `("decoder.out_conv",)`)
     personal_types    module types whose every instance stays local (e.g. BatchNorm for FedBN);
@@ -15,6 +20,10 @@ Class attributes (declarative):
                       "pooled": one client trains on the union of all sites (centralized baselines)
     labels            None = the run's annotation assignment; "mask" = full masks (upper bounds)
     has_global_model  whether the server holds one global model worth scoring on every site
+
+Run hooks:
+    resolve(config)                       values of hyper-parameters left at None (run-relative
+                                          schedule constants, `fedicra.fl.schedule`), or {}
 
 Client hooks (run on the site, with `client` = `fedicra.fl.client.Client`):
     init_client(client)                   create per-client method state in `client.state`
@@ -39,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import torch
 
 from fedicra.errors import UserError
+from fedicra.fl import hyperparameters as hyper
 
 if TYPE_CHECKING:
     from fedicra.fl.client import Client
@@ -51,6 +61,8 @@ class Method:
     name: ClassVar[str] = ""
     model: ClassVar[str] = "unet"
     hyperparameters: ClassVar[dict[str, Any]] = {}
+    objective: ClassVar[str] = "pce"
+    budget: ClassVar[float] = 1.0
     personal: ClassVar[tuple[str, ...]] = ()
     personal_types: ClassVar[tuple[type, ...]] = ()
     topology: ClassVar[str] = "sites"
@@ -61,24 +73,51 @@ class Method:
     def __init__(self, params: dict[str, Any] | None = None, faithful: bool = False):
         self.faithful = faithful
         self.hp = self.validate_params(params or {})
+        self.resolved: dict[str, Any] = {}
+        self.objective_terms = parse_objective(type(self).objective)
+        self.objective_settings = self.objective_weights({})
+        self.model = type(self).model
 
     # ------------------------------------------------------------------ hyper-parameters
     @classmethod
     def validate_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(params) - set(cls.hyperparameters))
-        if unknown:
-            known = ", ".join(sorted(cls.hyperparameters)) or "none"
-            raise UserError(f"method_params: {cls.name} has no parameter {unknown[0]!r} (known: {known})")
-        values = dict(cls.hyperparameters)
-        for key, value in params.items():
-            default = cls.hyperparameters[key]
-            if isinstance(default, bool) != isinstance(value, bool) or (
-                default is not None and not isinstance(value, type(default))
-                and not (isinstance(default, float) and isinstance(value, int))
-            ):
-                raise UserError(f"method_params.{key}: expected {type(default).__name__} for {cls.name}, got {value!r}")
-            values[key] = float(value) if isinstance(default, float) else value
-        return values
+        return hyper.validate(cls.hyperparameters, params, cls.name)
+
+    def resolve(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Values for hyper-parameters declared with default None, from this run's length."""
+        return {}
+
+    def configure(self, config: dict[str, Any]) -> None:
+        """Fix what depends on the run: run-relative schedule values, the objective and the model."""
+        for key, value in self.resolve(config).items():
+            if self.hp.get(key) is None:
+                self.hp[key] = value
+            self.resolved[key] = self.hp[key]
+        missing = [k for k, v in self.hp.items() if v is None]
+        if missing:
+            raise UserError(f"method_params.{missing[0]}: {self.name} could not resolve it from the run")
+        self.objective_terms = self.choose_objective(config)
+        self.objective_settings = self.objective_weights(config)
+        self.model = with_aux_heads(type(self).model) if "mtel" in self.objective_terms else type(self).model
+
+    def objective_weights(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Weights of the objective's terms: the run's `gated_crf` weight (upstream v4's 0.1 when unset),
+        the tree energy at FedICRA's 0.1 with upstream's recursive cascade."""
+        return {"gcrf": config.get("gated_crf") or 0.1, "mtel": 0.1, "tree_mode": "recursive"}
+
+    def gradient_budget(self, config: dict[str, Any]) -> int:
+        """Gradient steps each site may take in this run: `budget` x rounds x local steps."""
+        return int(round(self.budget * config["rounds"] * config["local_steps"]))
+
+    def choose_objective(self, config: dict[str, Any]) -> tuple[str, ...]:
+        """The run's `objective` when set, else the method's own (pCE + gated CRF when the legacy
+        `gated_crf` weight is set for a method whose own objective is pCE)."""
+        if config.get("objective"):
+            return parse_objective(config["objective"])
+        terms = parse_objective(type(self).objective)
+        if config.get("gated_crf", 0) > 0 and "gcrf" not in terms:
+            terms = (*terms, "gcrf")
+        return terms
 
     # ------------------------------------------------------------------ what leaves the client
     def bind(self, model: torch.nn.Module) -> None:
@@ -91,9 +130,6 @@ class Method:
         """True when the state-dict entry `name` must stay on the client."""
         prefixes = getattr(self, "_prefixes", self.personal)
         return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
-
-    def shared_names(self, model: torch.nn.Module) -> list[str]:
-        return [n for n in model.state_dict() if not self.is_personal(n)]
 
     def global_model_available(self) -> bool:
         """Whether the server's model is worth scoring: declared, or else exactly when nothing is personal."""
@@ -141,6 +177,21 @@ class Method:
 
     def aggregate(self, server: ServerState, replies: list[Reply]) -> None:
         server.global_state.update(weighted_average([r.arrays for r in replies], [r.weight for r in replies]))
+
+
+OBJECTIVES = ("pce", "pce+gcrf", "pce+gcrf+mtel")
+_WITH_AUX_HEADS = {"unet": "unet_multihead", "unet_head": "unet_multihead", "unet_lc": "unet_lc_multihead"}
+
+
+def parse_objective(text: str) -> tuple[str, ...]:
+    if text not in OBJECTIVES:
+        raise UserError(f"option objective: expected one of {', '.join(OBJECTIVES)}, got {text!r}")
+    return tuple(text.split("+"))
+
+
+def with_aux_heads(model: str) -> str:
+    """The model with the three auxiliary heads the tree energy needs (same network otherwise)."""
+    return _WITH_AUX_HEADS.get(model, model)
 
 
 def load_shared(model: torch.nn.Module, arrays: Arrays, is_personal: Callable[[str], bool]) -> None:

@@ -79,6 +79,7 @@ def handle(client: Client, content: RecordDict) -> RecordDict:
         reply["arrays"] = to_record(method.upload(client))
         reply["extras"] = to_record(method.client_extras(client))
     metrics.update(num_batches=float(client.batches_per_epoch), num_cases=float(client.train_cases),
+                   gradient_steps=float(client.gradient_steps),
                    seconds=time.perf_counter() - started)
     reply["metrics"] = MetricRecord({k: float(v) for k, v in metrics.items()})
     reply["report"] = ConfigRecord({"json": json.dumps(report, default=float)})

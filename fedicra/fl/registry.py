@@ -1,9 +1,11 @@
-"""Method discovery: every `methods/*.py` file and every `fedicra.methods` entry point registers its
-method class with `@register`. A duplicate name or a plugin that fails to import stops with the
-plugin's real traceback (no silent skipping)."""
+"""Method discovery: the built-in methods (the top-level `methods/` folder, installed as the package
+`fedicra_methods`), every folder on FEDICRA_METHODS_PATH and every `fedicra.methods` entry point register
+their method classes with `@register`. A duplicate method name, a duplicate module file name, or a plugin
+that fails to import stops with a clear error (the plugin's real traceback; no silent skipping)."""
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import os
@@ -17,8 +19,8 @@ _REGISTRY: dict[str, type[Method]] = {}
 _SOURCES: dict[str, str] = {}
 _LOADED = False
 
-# The repository's methods folder, plus any folders named in FEDICRA_METHODS_PATH (os.pathsep-separated).
-DEFAULT_METHODS_DIR = Path(__file__).resolve().parents[2] / "methods"
+BUILTIN_PACKAGE = "fedicra_methods"      # built-in methods (pyproject maps methods/ to it)
+USER_PACKAGE = "fedicra_user_methods"    # modules loaded from FEDICRA_METHODS_PATH folders
 
 
 class DuplicateMethodError(RuntimeError):
@@ -39,13 +41,36 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
+def builtin_methods_dir() -> Path:
+    """The checkout's `methods/` when fedicra runs from a source tree, else the installed package."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "methods" / "__init__.py").is_file():
+        return checkout / "methods"
+    spec = importlib.util.find_spec(BUILTIN_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"the built-in methods package {BUILTIN_PACKAGE!r} is not installed; reinstall fedicra")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 def method_dirs() -> list[Path]:
     extra = [Path(p) for p in os.environ.get("FEDICRA_METHODS_PATH", "").split(os.pathsep) if p]
-    return [DEFAULT_METHODS_DIR, *extra]
+    return [builtin_methods_dir(), *extra]
 
 
-def _load_file(path: Path) -> None:
-    module_name = f"fedicra_methods.{path.stem}"
+def _package_module(name: str, folder: Path) -> None:
+    """An empty parent package, so plugin modules have a real dotted name (pickling, tracebacks)."""
+    if name not in sys.modules:
+        package = importlib.util.module_from_spec(importlib.machinery.ModuleSpec(name, None, is_package=True))
+        package.__path__ = [str(folder)]
+        sys.modules[name] = package
+
+
+def _load_file(path: Path, package: str, seen: dict[str, Path]) -> None:
+    if path.stem in seen and seen[path.stem].resolve() != path.resolve():
+        raise DuplicateMethodError(f"two method files are named {path.name!r}: {seen[path.stem]} and {path}; "
+                                   "rename one")
+    seen[path.stem] = path
+    module_name = f"{package}.{path.stem}"
     if module_name in sys.modules:
         return
     spec = importlib.util.spec_from_file_location(module_name, path)
@@ -62,10 +87,13 @@ def load_methods() -> dict[str, type[Method]]:
     """Import every plugin once; returns {name: class}."""
     global _LOADED
     if not _LOADED:
-        for folder in method_dirs():
+        seen: dict[str, Path] = {}
+        for index, folder in enumerate(method_dirs()):
+            package = BUILTIN_PACKAGE if index == 0 else USER_PACKAGE
+            _package_module(package, folder)
             for path in sorted(folder.glob("*.py")):
                 if not path.name.startswith("_"):
-                    _load_file(path)
+                    _load_file(path, package, seen)
         for entry in importlib.metadata.entry_points(group="fedicra.methods"):
             importlib.import_module(entry.value.split(":")[0])
         _LOADED = True
@@ -80,4 +108,6 @@ def get_method(name: str) -> type[Method]:
 
 
 def build_method(config: dict) -> Method:
-    return get_method(config["method"])(config.get("method_params") or {}, faithful=config.get("faithful", False))
+    method = get_method(config["method"])(config.get("method_params") or {}, faithful=config.get("faithful", False))
+    method.configure(config)
+    return method

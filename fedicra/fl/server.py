@@ -18,13 +18,14 @@ from flwr.app import RecordDict
 from fedicra.atomic import remove_stale_temporaries
 from fedicra.errors import UserError
 from fedicra import record
-from fedicra.fl import outputs, protocol
+from fedicra.fl import outputs, protocol, schedule
 from fedicra.fl.cadence import CheckpointCadence
 from fedicra.fl.method import Method
 from fedicra.fl.run_lock import locked_run_dir
 
 # Keys that may differ between the run that wrote a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = ("progress", "device")
+DERIVED_KEYS = ("resolved",)   # written into config.json from the configuration (schedule values)
 CHECKPOINT_KEYS = ("round", "global_state", "state", "rows", "elapsed", "clients", "config")
 
 
@@ -165,7 +166,8 @@ class Federation:
                 return done
             resumed = self.try_resume()
             # only now: a refused resume must leave the record of the earlier run untouched
-            record.write_config(self.run_dir, self.config)
+            resolved = schedule.resolved_values(self.config, self.method, self.manifest)
+            record.write_config(self.run_dir, {**self.config, "resolved": resolved})
             return self._rounds(resumed)
 
     def _rounds(self, resumed: bool) -> dict[str, Any]:
@@ -221,6 +223,7 @@ class Federation:
             "peak_rss_mb": outputs.peak_rss_mb(),
             "peak_gpu_mb": outputs.peak_gpu_mb(),
             "rounds": self.config["rounds"],
+            "gradient_steps": {str(site): int(reply.metrics.get("gradient_steps", 0)) for site, reply in sorted(replies.items())},
             "bytes_up": int(sum(r["bytes_up"] for r in traffic_rows)),
             "bytes_down": int(sum(r["bytes_down"] for r in traffic_rows)),
             "bytes_per_round": (sum(r["bytes_up"] + r["bytes_down"] for r in traffic_rows) / max(1, len(traffic_rows))),
@@ -235,7 +238,7 @@ class Federation:
 def same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two configurations describe the same run (they may differ in RESUMABLE_CHANGES)."""
     def canonical(config):
-        return json.dumps({k: v for k, v in config.items() if k not in RESUMABLE_CHANGES}, sort_keys=True,
+        return json.dumps({k: v for k, v in config.items() if k not in RESUMABLE_CHANGES + DERIVED_KEYS}, sort_keys=True,
                           default=str)
     return canonical(a) == canonical(b)
 
@@ -289,7 +292,7 @@ def protocol_statement(config: dict[str, Any], method: Method) -> dict[str, Any]
         "validation": (f"{config['val_fraction']:.0%} of each site's training cases, full masks, seeded "
                        "(a site with one training case has none: `last` only)") if config["val_fraction"] > 0
                       else "none (val_fraction 0): the last round is the only selection",
-        "shared_objective": "partial CE" + (f" + {config['gated_crf']:g} x gated CRF" if config["gated_crf"] else ""),
+        "shared_objective": "+".join(method.objective_terms),
         "faithful": config["faithful"],
         "precision": config.get("precision", "fp32"),
         "metric_policy": config["metric_policy"],

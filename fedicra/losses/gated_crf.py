@@ -74,11 +74,24 @@ class _GatedCRF(torch.autograd.Function):
         return grad * scale, None, None, None, None
 
 
+UPSTREAM_RADIUS, UPSTREAM_SIGMA_XY = 5, 6.0
+
+
+def scaled_window(side: int, upstream_side: int, faithful: bool) -> dict[str, float]:
+    """Upstream's radius 5 and sigma_xy 6 are pixels of a `upstream_side` image (FAZ 256, ODOC 384).
+    Intended (quirk 28): the same lengths relative to the image side (radius at least 1); faithful:
+    upstream's pixels."""
+    if faithful:
+        return {"radius": UPSTREAM_RADIUS, "sigma_xy": UPSTREAM_SIGMA_XY}
+    scale = side / upstream_side
+    return {"radius": max(1, int(UPSTREAM_RADIUS * scale + 0.5)), "sigma_xy": UPSTREAM_SIGMA_XY * scale}
+
+
 def gated_crf_loss(
     probs: torch.Tensor,
     image: torch.Tensor,
-    radius: int = 5,
-    sigma_xy: float = 6.0,
+    radius: int = UPSTREAM_RADIUS,
+    sigma_xy: float = UPSTREAM_SIGMA_XY,
     sigma_rgb: float = 0.1,
 ) -> torch.Tensor:
     """Gated CRF loss of class probabilities ``probs`` [B,C,H,W] guided by ``image`` [B,Ci,H,W]."""

@@ -118,6 +118,7 @@ def run_config(wildcards):
     spec = DATASETS[wildcards.dataset]
     return {"dataset": dataset_root(wildcards.dataset), "assignment": wildcards.assignment, "method": base,
             "method_params": params, "seed": int(wildcards.seed), **dataset_train(wildcards.dataset),
+            **VARIANTS.get(wildcards.method, {}).get("train", {}),
             # upstream folders have no dataset.json: the run needs the task to infer the manifest
             **({"task": spec["task"]} if spec["source"] == "folder" else {}),
             "name": f"{wildcards.dataset}/{wildcards.assignment}/{wildcards.method}/seed{wildcards.seed}"}
