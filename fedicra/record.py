@@ -37,7 +37,7 @@ CASE_COLUMNS = ("site", "site_name", "label", "case", "model", "selection", "rou
 CASE_TEXT = {"case": str, "site_name": str, "label": str, "model": str, "selection": str}
 MODELS = ("personalized", "global")
 SELECTIONS = ("last", "best_val", "best_test")
-CONFIG_KEYS = ("dataset", "method", "seed", "rounds", "val_fraction", "faithful", "device", "backend")
+CONFIG_KEYS = ("dataset", "method", "seed", "rounds", "val_fraction", "faithful", "device", "backend", "resolved")
 SAMPLE_KINDS = ("image", "mask", "train_image", "train_label", "prediction")
 
 _number = {"type": "number"}
@@ -59,13 +59,15 @@ ENVIRONMENT_SCHEMA: dict[str, Any] = {
 SUMMARY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["wall_clock_s", "rounds_wall_clock_s", "checkpoint_wall_clock_s", "peak_rss_mb", "peak_gpu_mb",
-                 "rounds", "bytes_up", "bytes_down", "bytes_per_round", "num_cases", "protocol", "environment"],
+                 "rounds", "gradient_steps", "bytes_up", "bytes_down", "bytes_per_round", "num_cases", "protocol", "environment"],
     "properties": {
         "wall_clock_s": _number, "rounds_wall_clock_s": _number, "checkpoint_wall_clock_s": _number,
         "peak_rss_mb": _number,
         "peak_gpu_mb": {"type": ["number", "null"]}, "rounds": {"type": "integer", "minimum": 1},
         "bytes_up": _count, "bytes_down": _count, "bytes_per_round": _number,
         "num_cases": {"type": "integer", "minimum": 1, "description": "rows of cases.csv"},
+        "gradient_steps": {"type": "object", "additionalProperties": _count,
+                           "description": "optimizer steps taken per site (client key) over the run"},
         "protocol": {"type": "object", "required": ["method", "models", "selection", "faithful"]},
         "environment": ENVIRONMENT_SCHEMA,
     },

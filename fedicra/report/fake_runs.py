@@ -40,6 +40,16 @@ def fake_config(task: str, method: str, assignment: str, seed: int, rounds: int,
     return load_config(base={**base, **overrides})
 
 
+def fake_resolved(config: dict, task: str, num_sites: int, img_size: int) -> dict:
+    """The `resolved` schedule values, computed by the engine's own function for this configuration."""
+    from fedicra.data.manifest import Manifest
+    from fedicra.fl.registry import build_method
+    from fedicra.fl.schedule import resolved_values
+
+    manifest = Manifest.for_task(task, "fake", [f"Domain{k + 1}" for k in range(num_sites)], img_size=img_size)
+    return resolved_values(config, build_method(config), manifest)
+
+
 def write_fake_run(
     run_dir: Path,
     *,
@@ -70,6 +80,8 @@ def write_fake_run(
     structures = TASK_STRUCTURES[task]
     labels = labels or assignment_labels(assignment, num_sites)
     config = config or fake_config(task, method, assignment, seed, rounds)
+    if "resolved" not in config:
+        config = {**config, "resolved": fake_resolved(config, task, num_sites, img_size)}
     record.write_config(run_dir, config)
     level = {site: (site_quality or {}).get(site, quality) for site in range(num_sites)}
 
@@ -120,6 +132,7 @@ def write_fake_run(
         "wall_clock_s": 10.0 + 5 * quality, "rounds_wall_clock_s": 10.0 + 5 * quality,
         "checkpoint_wall_clock_s": 0.1, "peak_rss_mb": 500.0,
         "peak_gpu_mb": None, "rounds": rounds, "num_cases": num_cases,
+        "gradient_steps": {str(site): int(config["resolved"]["gradient_steps_per_site"]) for site in range(num_sites)},
         "bytes_up": int(rounds * 1000 * sum(range(1, num_sites + 1))), "bytes_down": int(rounds * 2000 * num_sites),
         "bytes_per_round": float(1000 * sum(range(1, num_sites + 1)) + 2000 * num_sites),
         "protocol": {"method": config["method"], "models": ["personalized"] + (["global"] if global_model else []),
