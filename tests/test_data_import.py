@@ -173,6 +173,7 @@ def test_shipped_faz_sample_is_small_attributed_and_imports(tmp_path, capsys):
 
 def test_workflow_prefers_a_configured_full_resolution_folder_over_the_shipped_copy(tmp_path):
     import os
+    import shlex
     import subprocess
     import sys
     from pathlib import Path
@@ -194,12 +195,16 @@ def test_workflow_prefers_a_configured_full_resolution_folder_over_the_shipped_c
         assert result.returncode == 0, result.stderr[-2000:]
         return next(line for line in result.stdout.splitlines() if " data import " in line)
 
+    def option(command: str, name: str) -> str:   # the shell quotes a path only where it must
+        words = shlex.split(command.split("Shell command:", 1)[-1])
+        return words[words.index(name) + 1]
+
     shipped = import_command(str(tmp_path / "absent/images"))
-    assert f"--images '{repo}/fedicra/data/builtin/faz_octa_mini/images'" in shipped
+    assert option(shipped, "--images") == f"{repo}/fedicra/data/builtin/faz_octa_mini/images"
     for sub in ("images", "masks"):
         (tmp_path / "full" / sub).mkdir(parents=True)
     full = import_command(str(tmp_path / "full/images"))
-    assert f"--images '{tmp_path}/full/images'" in full and f"--masks '{tmp_path}/full/masks'" in full
+    assert option(full, "--images") == f"{tmp_path}/full/images" and option(full, "--masks") == f"{tmp_path}/full/masks"
 
 
 def dofe_tree(root, sites=("Domain1", "Domain2", "Domain10"), counts=(("train", 3), ("test", 2))):

@@ -15,7 +15,7 @@ from fedicra.models import (
 
 LC_MODELS = ("unet_lc", "unet_lc_multihead")
 # relative size (fraction of H) of each aux output, per model
-AUX_SCALES = {"unet": [], "unet_lc": [4], "unet_lc_multihead": [4, 2, 1]}
+AUX_SCALES = {"unet": [], "unet_multihead": [4, 2, 1], "unet_lc": [4], "unet_lc_multihead": [4, 2, 1]}
 
 
 def _check_shapes(out, name, size, classes):
@@ -144,7 +144,7 @@ def test_default_site_is_used():
 
 
 def test_bad_input_raises_user_error():
-    with pytest.raises(UserError, match="unknown; valid models: unet, unet_lc"):
+    with pytest.raises(UserError, match="unknown; valid models: unet, unet_multihead, unet_lc"):
         build_model("resnet", 1, 2)
     with pytest.raises(UserError, match="site=5"):
         build_model("unet_lc", 1, 2, num_sites=5, site=5)

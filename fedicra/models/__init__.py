@@ -1,7 +1,7 @@
 """Segmentation networks and the factory that builds them by name.
 
-Names (reference 3.4): ``unet`` plain U-Net; ``unet_head`` one aux head on d2; ``unet_multihead`` aux heads
-on d2, d3, d4; ``unet_lc`` site channel selection (PCS) + one aux head on d2; ``unet_lc_multihead`` PCS + three
+Names (reference 3.4): ``unet`` plain U-Net; ``unet_multihead`` aux heads on d2, d3, d4 (what the tree
+energy objective needs, e.g. FedAvg on FedICRA's objective); ``unet_lc`` site channel selection (PCS) + one aux head on d2; ``unet_lc_multihead`` PCS + three
 aux heads (the FedICRA model). Aux head names follow upstream: ``decoder.dsn_head`` for the single head,
 ``decoder.dsn_head1..3`` for the three heads.
 """
@@ -19,6 +19,7 @@ from fedicra.models.unet import UNet
 # name -> (has site channel selection, aux heads {module name: decoder level})
 _SPECS = {
     "unet": (False, {}),
+    "unet_multihead": (False, {"dsn_head1": 2, "dsn_head2": 3, "dsn_head3": 4}),
     "unet_lc": (True, {"dsn_head": 2}),
     "unet_lc_multihead": (True, {"dsn_head1": 2, "dsn_head2": 3, "dsn_head3": 4}),
 }

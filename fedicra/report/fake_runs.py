@@ -46,8 +46,12 @@ def fake_resolved(config: dict, task: str, num_sites: int, img_size: int) -> dic
     from fedicra.fl.registry import build_method
     from fedicra.fl.schedule import resolved_values
 
+    from fedicra.fl.registry import load_methods
+
     manifest = Manifest.for_task(task, "fake", [f"Domain{k + 1}" for k in range(num_sites)], img_size=img_size)
-    return resolved_values(config, build_method(config), manifest)
+    # a fake method name (tests use made-up ones) resolves like FedAvg, the base of every method
+    known = config if config["method"] in load_methods() else {**config, "method": "fedavg", "method_params": {}}
+    return resolved_values(known, build_method(known), manifest)
 
 
 def write_fake_run(
