@@ -35,6 +35,8 @@ Client hooks (run on the site, with `client` = `fedicra.fl.client.Client`):
     upload(client)                        the arrays that leave the client (default: non-personal state)
     client_extras(client)                 statistics for the server (not parameters), e.g. BN moments
     personalized_model(client)            the model scored for this site (default: `client.model`)
+    new_site_model(client)                leave-one-site-out: the model a site that never trained is
+                                          scored with after `receive` (default: `personalized_model`)
 
 Server hooks (run on the server, with `server` = `fedicra.fl.server.ServerState`):
     init_server(server)                   create server-side method state in `server.state`
@@ -167,6 +169,11 @@ class Method:
 
     def personalized_model(self, client: Client) -> torch.nn.Module:
         return client.model
+
+    def new_site_model(self, client: Client) -> torch.nn.Module:
+        """The best available model of a new site after `receive`, with no local training
+        (`fedicra.fl.holdout`): by default what the method scores as a site's personalized model."""
+        return self.personalized_model(client)
 
     # ------------------------------------------------------------------ server hooks
     def init_server(self, server: ServerState) -> None:

@@ -18,7 +18,7 @@ from flwr.app import RecordDict
 from fedicra.atomic import remove_stale_temporaries
 from fedicra.errors import UserError
 from fedicra import record
-from fedicra.fl import outputs, protocol, schedule
+from fedicra.fl import holdout, outputs, protocol, schedule
 from fedicra.fl.cadence import CheckpointCadence
 from fedicra.fl.method import Method
 from fedicra.fl.run_lock import locked_run_dir
@@ -210,6 +210,7 @@ class Federation:
         cases = []
         for site, reply in sorted(replies.items()):
             cases.extend(reply.report["cases"])
+        cases.extend(holdout.new_site_cases(self.config, self.method, self.manifest, self.server))
         if not cases:
             raise RunError("no test cases were scored")
         self.elapsed += time.perf_counter() - began
@@ -298,4 +299,5 @@ def protocol_statement(config: dict[str, Any], method: Method) -> dict[str, Any]
         "metric_policy": config["metric_policy"],
         "aggregation_weight": config["aggregation_weight"],
         "backend": config["backend"],
+        "holdout_site": config.get("holdout_site"),
     }
