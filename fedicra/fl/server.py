@@ -149,7 +149,9 @@ class Federation:
         for site, reply in replies.items():
             for row in reply.report.get("validation", []):
                 self.row(row["round"], row["site"]).update(row)
-            if not final:
+            # A pooled client's key 0 is not site 0 (which may even be held out): its training loss,
+            # traffic and time are the server row's (site -1) alone.
+            if not final and self.method.topology != "pooled":
                 self.row(round_, site).update(train_loss=reply.metrics.get("loss"),
                                               seconds=reply.metrics.get("seconds"), **self.traffic.get(site, {}))
 
