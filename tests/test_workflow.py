@@ -178,3 +178,34 @@ def test_train_blocks_take_every_run_option_and_are_checked_against_the_run_sche
     extra.write_text("train: {lr: 1e-3, select_on_test: true}\n")
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/smoke.yaml"), str(extra))
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_leave_one_site_out_adds_holdout_runs_and_keeps_regular_paths(tmp_path):
+    loso = tmp_path / "loso.yaml"
+    loso.write_text("leave_one_site_out: true\n")
+    result = snakemake(tmp_path, "-n", "-p", "--configfile", str(REPO / "config/smoke.yaml"), str(loso))
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = job_counts(result.stdout)
+    # regular runs unchanged; 2 assignments x 5 held-out sites x 5 methods that serve a new site (not local)
+    assert counts["train"] == 12 and counts["train_holdout"] == 50
+    assert "rotate1/fedicra-no_contrastive/holdout4/seed0/summary.json" in result.stdout
+    assert "local/holdout" not in result.stdout and "smoke-faz/rotate0/fedavg/seed0/summary.json" in result.stdout
+    loso.write_text("leave_one_site_out: [7]\n")
+    bad = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/smoke.yaml"), str(loso))
+    assert bad.returncode == 2 and "config leave_one_site_out: site 7 does not exist" in bad.stderr
+
+
+@pytest.mark.slow
+def test_generalization_table_from_leave_one_site_out_runs(tmp_path):
+    """Faked LOSO runs through the whole aggregation: the report gets a generalization table."""
+    fake_smoke_results(tmp_path, holdouts=(0, 1))
+    loso = tmp_path / "loso.yaml"
+    loso.write_text("leave_one_site_out: [0, 1]\n")
+    result = snakemake(tmp_path, "--cores", "2", "--configfile", str(REPO / "config/smoke.yaml"), str(loso))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rule train_holdout:" not in result.stderr
+    report = (tmp_path / "reports" / "smoke" / "report.md").read_text()
+    section = report[report.index("## Unseen-site generalization"):report.index("## Convergence")]
+    assert "| smoke-faz | rotate0 | fedavg | global |" in section and "| fedbn | best available |" in section
+    assert "| local |" not in section and "fedbn | global" not in section
+    assert (tmp_path / "reports" / "smoke" / "tables" / "generalization.tex").read_text().count(r"\\") > 10

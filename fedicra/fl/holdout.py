@@ -7,7 +7,8 @@ A run with `holdout_site: k` trains on the other sites (`fedicra.fl.setup.site_i
   one), `unseen_personalized` = `method.new_site_model(client)` after the receipt (the method's best
   available model for a new site: FedBN / FedAP keep their fresh BatchNorm, FedALA / FedICRA run their
   adaptive merge on the new site's training data, FedPer / FedRep keep a fresh head);
-  a method whose server sends a new site nothing (local, MetaFed's final round) gets no row;
+  a method that declares `new_site = False` (local, MetaFed: nothing is sent in the final round), or
+  whose server sends site k nothing, gets no row;
 - pooled methods: the pool (trained without site k) scores its model on site k (`unseen_global`,
   `fedicra.fl.client.Client.final_scores`).
 The new site joins after the last round: its step counter starts at rounds x local_steps, so
@@ -28,7 +29,7 @@ def new_site_cases(config: dict[str, Any], method: Method, manifest, server) -> 
     from fedicra.fl.setup import holdout_site, make_client
 
     site = holdout_site(config, manifest)
-    if site is None or method.topology == "pooled":
+    if site is None or method.topology == "pooled" or not method.new_site:
         return []
     arrays = method.payload(server, site)
     if not arrays:

@@ -20,6 +20,8 @@ Class attributes (declarative):
                       "pooled": one client trains on the union of all sites (centralized baselines)
     labels            None = the run's annotation assignment; "mask" = full masks (upper bounds)
     has_global_model  whether the server holds one global model worth scoring on every site
+    new_site          whether a site that never trained gets a model from this method (leave-one-site-out,
+                      `fedicra.fl.holdout`); False for methods that share nothing with a new site
 
 Run hooks:
     resolve(config)                       values of hyper-parameters left at None (run-relative
@@ -70,6 +72,7 @@ class Method:
     topology: ClassVar[str] = "sites"
     labels: ClassVar[str | None] = None
     has_global_model: ClassVar[bool | None] = None   # None: True exactly when no state entry is personal
+    new_site: ClassVar[bool] = True
     description: ClassVar[str] = ""
 
     def __init__(self, params: dict[str, Any] | None = None, faithful: bool = False):

@@ -174,17 +174,19 @@ def write_fake_benchmark(root: Path, plan: dict[tuple[str, str, str], float], *,
     and with `holdouts` the leave-one-site-out runs `.../<method>/holdout<h>/seed<k>` of those sites.
 
     The task is taken from the dataset name (`...odoc...` means ODOC, anything else FAZ). `quality`
-    may also be a dict of `write_fake_run` keyword arguments (with a `quality` entry).
+    may also be a dict of `write_fake_run` keyword arguments (with a `quality` entry), and a `holdouts`
+    entry that replaces the common one (e.g. `()` for a method that gives a new site nothing).
     """
     dirs = []
     for (dataset, assignment, method), spec in plan.items():
         task = "odoc" if "odoc" in dataset else "faz"
         options = {**kwargs, **(spec if isinstance(spec, dict) else {"quality": spec})}
+        sites = options.pop("holdouts", holdouts)
         for seed in seeds:
             base = Path(root) / "runs" / dataset / assignment / method
             dirs.append(write_fake_run(base / f"seed{seed}", task=task, method=method, assignment=assignment,
                                        seed=seed, **options))
-            for site in holdouts:
+            for site in sites:
                 dirs.append(write_fake_run(base / f"holdout{site}" / f"seed{seed}", task=task, method=method,
                                            assignment=assignment, seed=seed, holdout_site=site, **options))
     return dirs
