@@ -32,9 +32,10 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-def upstream_folders(workdir: Path) -> None:
+def upstream_folders(workdir: Path, sites: int = 5) -> None:
     for name in ("FAZ_h5", "ODOC_h5"):
-        (workdir / "data" / name / "Domain1" / "train").mkdir(parents=True)
+        for k in range(1, sites + 1):
+            (workdir / "data" / name / f"Domain{k}" / "train").mkdir(parents=True)
 
 
 def test_lint_is_clean(tmp_path):
@@ -64,6 +65,8 @@ def test_paper_dry_run_with_slurm_profile(tmp_path):
     counts = job_counts(result.stdout)
     # 2 datasets x 1 assignment x (14 methods + 5 FedICRA ablations) x 5 seeds
     assert counts["train"] == 190 and counts["check_dataset"] == 2 and "synth_dataset" not in counts
+    # leave-one-site-out: 2 datasets x 5 held-out sites x (19 - local - metafed) method keys x 5 seeds
+    assert counts["train_holdout"] == 2 * 5 * 17 * 5
     assert "--gpus auto --runs-per-gpu 2" in result.stdout
     assert "fedicra-no_contrastive/seed4" in result.stdout
     print(f"paper dry run: {seconds:.1f} s, {counts['total']} jobs")

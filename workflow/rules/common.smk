@@ -115,6 +115,8 @@ def dataset_holdouts(name):
     if choice is False:
         return []
     count = dataset_site_count(name)
+    if count < 2:
+        exit_with_error(f"config leave_one_site_out: {name} has {count} site; holding it out leaves none to train")
     sites = list(range(count)) if choice is True else list(choice)
     if any(s >= count for s in sites):
         exit_with_error(f"config leave_one_site_out: site {max(sites)} does not exist ({name} has {count} sites)")
