@@ -50,3 +50,39 @@ def test_bad_holdout_site(tiny_faz, tmp_path):
     with pytest.raises(UserError, match="besides holdout_site"):
         run_experiment(tiny_config(tiny_faz, sites=[1], holdout_site=1), tmp_path / "b")
     assert not (tmp_path / "a" / "config.json").exists()
+
+
+def test_generalization_table_from_real_runs(tiny_faz, tmp_path):
+    """Real tiny runs in the workflow layout (3 sites, 2 rounds, 32 px): the LOSO rows reach the table,
+    the K-1-site scores of a LOSO run reach no other table."""
+    from fedicra.report import generalization
+    from fedicra.report.collect import collect, find_runs
+
+    root = tmp_path / "runs" / "faz32" / "upstream"
+    for method in ("fedavg", "centralized"):
+        run_experiment(tiny_config(tiny_faz, method=method, sites=[0, 1, 2], rounds=2, local_steps=2, threads=1,
+                                   device="cpu"), root / method / "seed0")
+        for site in (0, 2):
+            run_experiment(tiny_config(tiny_faz, method=method, sites=[0, 1, 2], rounds=2, local_steps=2, threads=1,
+                                       device="cpu", holdout_site=site), root / method / f"holdout{site}" / "seed0")
+    collected = collect(find_runs(tmp_path / "runs"))
+    assert len(collected.runs) == 2 and collected.runs["holdout_site"].isna().all()
+    seen = collected.cases[~collected.cases["model"].str.startswith("unseen")]
+    assert len(seen) == len(pd.concat(pd.read_csv(root / m / "seed0" / "cases.csv") for m in ("fedavg", "centralized")))
+    table = generalization.generalization_table(collected.cases).set_index(["method", "model"])
+    assert sorted(table.index) == [("centralized", "unseen_global"), ("fedavg", "unseen_global"),
+                                   ("fedavg", "unseen_personalized")]
+    assert (table["held_out_sites"] == 2).all() and (table["n_seeds"] == 1).all()
+    unseen = collected.cases[(collected.cases["method"] == "fedavg") & (collected.cases["model"] == "unseen_global")]
+    per_site = unseen.groupby("site_name")["mean_dice"].mean()
+    assert table.loc[("fedavg", "unseen_global"), "mean_dice"] == pytest.approx(per_site.mean())
+    assert table.loc[("fedavg", "unseen_global"), "worst_site_dice"] == pytest.approx(per_site.min())
+
+
+def test_collect_refuses_a_holdout_folder_that_disagrees_with_its_config(tmp_path):
+    from fedicra.report.collect import collect
+    from fedicra.report.fake_runs import write_fake_run
+
+    run = write_fake_run(tmp_path / "runs" / "d" / "upstream" / "fedavg" / "holdout1" / "seed0", holdout_site=2)
+    with pytest.raises(UserError, match="holdout_site = 2 but the folder says holdout1"):
+        collect([run])
