@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedicra.record import UNSEEN_GLOBAL
 from fedicra.seeding import Stream, stream
 
 
@@ -285,7 +286,7 @@ class Client:
                 frames.append(self.case_frame(scored, site, kind, selection, rounds_of[selection]))
             model.load_state_dict(last_state)
         if self.unseen is not None:
-            frames.append(self.case_frame(model, self.unseen, "unseen_global", "last", self.config["rounds"]))
+            frames.append(self.case_frame(model, self.unseen, UNSEEN_GLOBAL, "last", self.config["rounds"]))
         return pd.concat(frames, ignore_index=True).to_dict(orient="records")
 
     def case_frame(self, model: torch.nn.Module, site: SiteData, kind: str, selection: str, round_):

@@ -20,12 +20,13 @@ import copy
 from typing import Any
 
 from fedicra.fl.method import Method
-
-UNSEEN_GLOBAL, UNSEEN_PERSONALIZED = "unseen_global", "unseen_personalized"
+from fedicra.record import UNSEEN_GLOBAL, UNSEEN_PERSONALIZED
 
 
 def new_site_cases(config: dict[str, Any], method: Method, manifest, server) -> list[dict[str, Any]]:
     """cases.csv rows of the held-out site scored as a new site; [] when off, pooled or nothing is shared."""
+    import pandas as pd
+
     from fedicra.fl.setup import holdout_site, make_client
 
     site = holdout_site(config, manifest)
@@ -43,7 +44,5 @@ def new_site_cases(config: dict[str, Any], method: Method, manifest, server) -> 
         models[UNSEEN_GLOBAL] = received
     method.receive(client, arrays)
     models[UNSEEN_PERSONALIZED] = method.new_site_model(client)
-    import pandas as pd
-
     frames = [client.case_frame(model, client.data[0], kind, "last", config["rounds"]) for kind, model in models.items()]
     return pd.concat(frames, ignore_index=True).to_dict(orient="records")

@@ -29,7 +29,7 @@ CASE_COLUMNS = list(record.CASE_COLUMNS)
 TEXT_COLUMNS = record.CASE_TEXT   # identifiers that must stay strings (a case named "001" is not 1)
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 _HOLDOUT_DIR = re.compile(r"^holdout(\d+)$")
-UNSEEN_MODELS = tuple(m for m in record.MODELS if m.startswith("unseen_"))
+UNSEEN_MODELS = (record.UNSEEN_GLOBAL, record.UNSEEN_PERSONALIZED)
 _RUN_FILES = (record.SUMMARY, record.CONFIG, record.ROUNDS, record.CASES)
 
 

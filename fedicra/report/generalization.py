@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-MODEL_NAMES = {"unseen_global": "global", "unseen_personalized": "best available"}
+from fedicra.record import UNSEEN_GLOBAL, UNSEEN_PERSONALIZED
+
+MODEL_NAMES = {UNSEEN_GLOBAL: "global", UNSEEN_PERSONALIZED: "best available"}
 METRICS = ("mean_dice", "mean_hd95")
 GROUP = ["dataset", "assignment", "method", "model"]
 
