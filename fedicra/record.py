@@ -6,7 +6,8 @@ docs/contracts.md "Runs" is checked against this module by tests/test_record.py.
 
     config.json          the resolved run configuration (fedicra/fl/config.py RUN_SCHEMA)
     rounds.csv           one row per (round, site); site -1 = the server's totals of the round
-    cases.csv            final test scores, one row per (site, case, model, selection)
+    cases.csv            final test scores, one row per (site, case, model, selection); a leave-one-site-out
+                         run adds the held-out site's rows (model unseen_global / unseen_personalized)
     summary.json         written last; its presence means the run is complete
     samples/site<k>.npz  written by site k itself (never sent): one test case with its prediction
     checkpoints/federation.pt  resumable state
@@ -35,7 +36,8 @@ MEANS = ("mean_dice", "mean_hd95")
 ROUND_COLUMNS = ("round", "site", "train_loss", "seconds", "bytes_up", "bytes_down")
 CASE_COLUMNS = ("site", "site_name", "label", "case", "model", "selection", "round")
 CASE_TEXT = {"case": str, "site_name": str, "label": str, "model": str, "selection": str}
-MODELS = ("personalized", "global")
+UNSEEN_GLOBAL, UNSEEN_PERSONALIZED = "unseen_global", "unseen_personalized"   # the held-out site (fedicra.fl.holdout)
+MODELS = ("personalized", "global", UNSEEN_GLOBAL, UNSEEN_PERSONALIZED)
 SELECTIONS = ("last", "best_val", "best_test")
 CONFIG_KEYS = ("dataset", "method", "seed", "rounds", "val_fraction", "faithful", "device", "backend", "resolved")
 SAMPLE_KINDS = ("image", "mask", "train_image", "train_label", "prediction")

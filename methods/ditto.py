@@ -58,3 +58,7 @@ class Ditto(Method):
 
     def personalized_model(self, client) -> torch.nn.Module:
         return self.personal_model(client)
+
+    def new_site_model(self, client) -> torch.nn.Module:
+        # A new site's personal model has never trained: the best it has is the global model it received.
+        return client.model

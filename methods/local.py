@@ -6,4 +6,5 @@ from fedicra.fl.registry import register
 @register
 class Local(NoExchange):
     name = "local"
+    new_site = False   # nothing is shared: a new site would get nothing
     description = "Each site trains its own model on its own weak labels; no communication."

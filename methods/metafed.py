@@ -80,6 +80,7 @@ def predictive_uncertainty(model: torch.nn.Module, image: torch.Tensor, train_mo
 class MetaFed(Method):
     name = "metafed"
     has_global_model = False
+    new_site = False   # no global model, and the final round sends nothing: every site keeps its own
     hyperparameters = {
         "common_rounds": Param(None, "last round of the common-knowledge phase (upstream 40 of 3,000; "
                                      "null = the same fraction of the run)", kind=int, low=1),

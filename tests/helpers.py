@@ -30,9 +30,10 @@ def assert_nothing_but_model_leaves(reply, model_state, image_shape, where=""):
                 assert value.dim() <= 1, f"{where}: extras[{name}] has shape {tuple(value.shape)}"
 
 
-def fake_smoke_results(workdir):
+def fake_smoke_results(workdir, holdouts=()):
     """The smoke grid's training outputs, faked (run directories written through the record), with the
-    data and check files the workflow expects, so a Snakemake call runs only aggregation and report."""
+    data and check files the workflow expects, so a Snakemake call runs only aggregation and report.
+    `holdouts`: also the leave-one-site-out runs of these sites (config leave_one_site_out: holdouts)."""
     import time
     from pathlib import Path
 
@@ -46,14 +47,16 @@ def fake_smoke_results(workdir):
     (results / "checks" / "smoke-faz.txt").write_text("ok\n")
     plan = {("smoke-faz", a, m): q for a in ("rotate0", "rotate1")
             for m, q in (("fedavg", 0.6), ("fedbn", {"quality": 0.65, "global_model": False}),
-                         ("local", {"quality": 0.5, "global_model": False}), ("fedicra", 0.8),
+                         ("local", {"quality": 0.5, "global_model": False, "holdouts": ()}), ("fedicra", 0.8),
                          ("fedicra-no_contrastive", 0.7), ("centralized_full", {"quality": 0.85, "labels": ("mask",)}))}
-    for (dataset, assignment, method) in plan:
-        cfg = results / "configs" / dataset / assignment / method / "seed0.yaml"
-        cfg.parent.mkdir(parents=True, exist_ok=True)
-        cfg.write_text("fake: true\n")
+    for (dataset, assignment, method), spec in plan.items():
+        sites = spec.get("holdouts", holdouts) if isinstance(spec, dict) else holdouts
+        for name in ["seed0.yaml"] + [f"holdout{h}/seed0.yaml" for h in sites]:
+            cfg = results / "configs" / dataset / assignment / method / name
+            cfg.parent.mkdir(parents=True, exist_ok=True)
+            cfg.write_text("fake: true\n")
     time.sleep(0.05)
-    write_fake_benchmark(results, plan, seeds=(0,), num_sites=3, cases_per_site=4, img_size=12)
+    write_fake_benchmark(results, plan, seeds=(0,), holdouts=holdouts, num_sites=3, cases_per_site=4, img_size=12)
 
 
 def run_recorded(config, run_dir):

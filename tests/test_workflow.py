@@ -32,9 +32,10 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-def upstream_folders(workdir: Path) -> None:
+def upstream_folders(workdir: Path, sites: int = 5) -> None:
     for name in ("FAZ_h5", "ODOC_h5"):
-        (workdir / "data" / name / "Domain1" / "train").mkdir(parents=True)
+        for k in range(1, sites + 1):
+            (workdir / "data" / name / f"Domain{k}" / "train").mkdir(parents=True)
 
 
 def test_lint_is_clean(tmp_path):
@@ -64,6 +65,8 @@ def test_paper_dry_run_with_slurm_profile(tmp_path):
     counts = job_counts(result.stdout)
     # 2 datasets x 1 assignment x (14 methods + 5 FedICRA ablations) x 5 seeds
     assert counts["train"] == 190 and counts["check_dataset"] == 2 and "synth_dataset" not in counts
+    # leave-one-site-out: 2 datasets x 5 held-out sites x (19 - local - metafed) method keys x 5 seeds
+    assert counts["train_holdout"] == 2 * 5 * 17 * 5
     assert "--gpus auto --runs-per-gpu 2" in result.stdout
     assert "fedicra-no_contrastive/seed4" in result.stdout
     print(f"paper dry run: {seconds:.1f} s, {counts['total']} jobs")
@@ -178,3 +181,34 @@ def test_train_blocks_take_every_run_option_and_are_checked_against_the_run_sche
     extra.write_text("train: {lr: 1e-3, select_on_test: true}\n")
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/smoke.yaml"), str(extra))
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_leave_one_site_out_adds_holdout_runs_and_keeps_regular_paths(tmp_path):
+    loso = tmp_path / "loso.yaml"
+    loso.write_text("leave_one_site_out: true\n")
+    result = snakemake(tmp_path, "-n", "-p", "--configfile", str(REPO / "config/smoke.yaml"), str(loso))
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = job_counts(result.stdout)
+    # regular runs unchanged; 2 assignments x 5 held-out sites x 5 methods that serve a new site (not local)
+    assert counts["train"] == 12 and counts["train_holdout"] == 50
+    assert "rotate1/fedicra-no_contrastive/holdout4/seed0/summary.json" in result.stdout
+    assert "local/holdout" not in result.stdout and "smoke-faz/rotate0/fedavg/seed0/summary.json" in result.stdout
+    loso.write_text("leave_one_site_out: [7]\n")
+    bad = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/smoke.yaml"), str(loso))
+    assert bad.returncode == 2 and "config leave_one_site_out: site 7 does not exist" in bad.stderr
+
+
+@pytest.mark.slow
+def test_generalization_table_from_leave_one_site_out_runs(tmp_path):
+    """Faked LOSO runs through the whole aggregation: the report gets a generalization table."""
+    fake_smoke_results(tmp_path, holdouts=(0, 1))
+    loso = tmp_path / "loso.yaml"
+    loso.write_text("leave_one_site_out: [0, 1]\n")
+    result = snakemake(tmp_path, "--cores", "2", "--configfile", str(REPO / "config/smoke.yaml"), str(loso))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rule train_holdout:" not in result.stderr
+    report = (tmp_path / "reports" / "smoke" / "report.md").read_text()
+    section = report[report.index("## Unseen-site generalization"):report.index("## Convergence")]
+    assert "| smoke-faz | rotate0 | fedavg | global |" in section and "| fedbn | best available |" in section
+    assert "| local |" not in section and "fedbn | global" not in section
+    assert (tmp_path / "reports" / "smoke" / "tables" / "generalization.tex").read_text().count(r"\\") > 10

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedicra.record import UNSEEN_GLOBAL
 from fedicra.seeding import Stream, stream
 
 
@@ -77,6 +78,7 @@ class Client:
     rng_state: torch.Tensor | None = None
     precision: str = "fp32"       # resolved forward precision: fp32 or bf16 (autocast + channels_last)
     samples_dir: Any = None       # where this site writes its own qualitative sample (None: nowhere)
+    unseen: SiteData | None = None  # pooled client of a leave-one-site-out run: the held-out site (test only)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -260,7 +262,8 @@ class Client:
         return rows
 
     def final_scores(self, global_model: torch.nn.Module | None) -> list[dict[str, Any]]:
-        """Per-case test scores of the last, best-on-val (and best-on-test) personalized models."""
+        """Per-case test scores of the last, best-on-val (and best-on-test) personalized models; a pooled
+        client of a leave-one-site-out run also scores its model on the held-out site (`unseen_global`)."""
         import pandas as pd
 
         model = self.method.personalized_model(self)
@@ -280,15 +283,21 @@ class Client:
                 scored = global_model if kind == "global" else model
                 if kind == "personalized":
                     scored.load_state_dict(state)
-                frame = self.score(scored, "test", site)
-                frame.insert(1, "site_name", site.name)
-                frame.insert(2, "label", site.label)
-                frame.insert(4, "model", kind)
-                frame.insert(5, "selection", selection)
-                frame.insert(6, "round", rounds_of[selection])
-                frames.append(frame)
+                frames.append(self.case_frame(scored, site, kind, selection, rounds_of[selection]))
             model.load_state_dict(last_state)
+        if self.unseen is not None:
+            frames.append(self.case_frame(model, self.unseen, UNSEEN_GLOBAL, "last", self.config["rounds"]))
         return pd.concat(frames, ignore_index=True).to_dict(orient="records")
+
+    def case_frame(self, model: torch.nn.Module, site: SiteData, kind: str, selection: str, round_):
+        """The cases.csv rows of `model` scored on `site`'s test split (fedicra.record.CASE_COLUMNS)."""
+        frame = self.score(model, "test", site)
+        frame.insert(1, "site_name", site.name)
+        frame.insert(2, "label", site.label)
+        frame.insert(4, "model", kind)
+        frame.insert(5, "selection", selection)
+        frame.insert(6, "round", round_)
+        return frame
 
     def sample_prediction(self) -> dict[int, dict[str, np.ndarray]]:
         """Per held site: the first test case (image, full mask, prediction) and the first training case

@@ -28,6 +28,9 @@ RUN_SCHEMA: dict[str, Any] = {
         "sites": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 0}, "uniqueItems": True,
                   "minItems": 1, "default": None, "description": "subset of site indices; null = all"},
         "method": {"type": "string"},
+        "holdout_site": {"type": ["integer", "null"], "minimum": 0, "default": None,
+                         "description": "leave-one-site-out: train on the other sites, then score this site's "
+                                        "test set as a new site (unseen_* rows of cases.csv); null = off"},
         "method_params": {"type": "object", "default": {}},
         "seed": {"type": "integer", "minimum": 0, "default": 0},
         "rounds": {"type": "integer", "minimum": 1, "default": 10},
@@ -79,9 +82,10 @@ RUN_SCHEMA: dict[str, Any] = {
 }
 
 
-# Keys the workflow sets per job from its grid (datasets x assignments x methods x seeds); every other
+# Keys the workflow sets per job from its grid (datasets x assignments x methods x seeds, and the held-out
+# site of a leave-one-site-out run); every other
 # run option is a `train:` option of a workflow config.
-GRID_KEYS = ("dataset", "task", "assignment", "method", "method_params", "seed", "name")
+GRID_KEYS = ("dataset", "task", "assignment", "method", "method_params", "seed", "holdout_site", "name")
 
 
 def _defaults() -> dict[str, Any]:

@@ -20,6 +20,8 @@ Class attributes (declarative):
                       "pooled": one client trains on the union of all sites (centralized baselines)
     labels            None = the run's annotation assignment; "mask" = full masks (upper bounds)
     has_global_model  whether the server holds one global model worth scoring on every site
+    new_site          whether a site that never trained gets a model from this method (leave-one-site-out,
+                      `fedicra.fl.holdout`); False for methods that share nothing with a new site
 
 Run hooks:
     resolve(config)                       values of hyper-parameters left at None (run-relative
@@ -35,6 +37,8 @@ Client hooks (run on the site, with `client` = `fedicra.fl.client.Client`):
     upload(client)                        the arrays that leave the client (default: non-personal state)
     client_extras(client)                 statistics for the server (not parameters), e.g. BN moments
     personalized_model(client)            the model scored for this site (default: `client.model`)
+    new_site_model(client)                leave-one-site-out: the model a site that never trained is
+                                          scored with after `receive` (default: `personalized_model`)
 
 Server hooks (run on the server, with `server` = `fedicra.fl.server.ServerState`):
     init_server(server)                   create server-side method state in `server.state`
@@ -68,6 +72,7 @@ class Method:
     topology: ClassVar[str] = "sites"
     labels: ClassVar[str | None] = None
     has_global_model: ClassVar[bool | None] = None   # None: True exactly when no state entry is personal
+    new_site: ClassVar[bool] = True
     description: ClassVar[str] = ""
 
     def __init__(self, params: dict[str, Any] | None = None, faithful: bool = False):
@@ -167,6 +172,11 @@ class Method:
 
     def personalized_model(self, client: Client) -> torch.nn.Module:
         return client.model
+
+    def new_site_model(self, client: Client) -> torch.nn.Module:
+        """The best available model of a new site after `receive`, with no local training
+        (`fedicra.fl.holdout`): by default what the method scores as a site's personalized model."""
+        return self.personalized_model(client)
 
     # ------------------------------------------------------------------ server hooks
     def init_server(self, server: ServerState) -> None:

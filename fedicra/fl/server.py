@@ -18,7 +18,7 @@ from flwr.app import RecordDict
 from fedicra.atomic import remove_stale_temporaries
 from fedicra.errors import UserError
 from fedicra import record
-from fedicra.fl import outputs, protocol, schedule
+from fedicra.fl import holdout, outputs, protocol, schedule
 from fedicra.fl.cadence import CheckpointCadence
 from fedicra.fl.method import Method
 from fedicra.fl.run_lock import locked_run_dir
@@ -149,7 +149,9 @@ class Federation:
         for site, reply in replies.items():
             for row in reply.report.get("validation", []):
                 self.row(row["round"], row["site"]).update(row)
-            if not final:
+            # A pooled client's key 0 is not site 0 (which may even be held out): its training loss,
+            # traffic and time are the server row's (site -1) alone.
+            if not final and self.method.topology != "pooled":
                 self.row(round_, site).update(train_loss=reply.metrics.get("loss"),
                                               seconds=reply.metrics.get("seconds"), **self.traffic.get(site, {}))
 
@@ -210,6 +212,7 @@ class Federation:
         cases = []
         for site, reply in sorted(replies.items()):
             cases.extend(reply.report["cases"])
+        cases.extend(holdout.new_site_cases(self.config, self.method, self.manifest, self.server))
         if not cases:
             raise RunError("no test cases were scored")
         self.elapsed += time.perf_counter() - began
@@ -298,4 +301,5 @@ def protocol_statement(config: dict[str, Any], method: Method) -> dict[str, Any]
         "metric_policy": config["metric_policy"],
         "aggregation_weight": config["aggregation_weight"],
         "backend": config["backend"],
+        "holdout_site": config.get("holdout_site"),
     }

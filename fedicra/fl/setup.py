@@ -60,14 +60,26 @@ def load_manifest(config: dict[str, Any]):
 
 
 def site_indices(config: dict[str, Any], manifest) -> list[int]:
+    """The sites that train: `sites` (all when null) without the held-out site of a leave-one-site-out run."""
     count = len(manifest.sites)
     sites = list(range(count)) if config.get("sites") is None else list(config["sites"])
     bad = [s for s in sites if s >= count]
     if bad:
         raise UserError(f"option sites: site {bad[0]} does not exist ({config['dataset']} has {count} sites)")
+    holdout = holdout_site(config, manifest)
+    sites = [s for s in sites if s != holdout]
     if not sites:
-        raise UserError("option sites: no site selected")
+        raise UserError("option sites: no site selected" + (" besides holdout_site" if holdout is not None else ""))
     return sites
+
+
+def holdout_site(config: dict[str, Any], manifest) -> int | None:
+    """The held-out site of a leave-one-site-out run (None when off), checked against the dataset."""
+    holdout = config.get("holdout_site")
+    if holdout is not None and holdout >= len(manifest.sites):
+        raise UserError(f"option holdout_site: site {holdout} does not exist "
+                        f"({config['dataset']} has {len(manifest.sites)} sites)")
+    return holdout
 
 
 def label_kinds(config: dict[str, Any], manifest, method: Method) -> list[str]:
@@ -97,10 +109,19 @@ def _site_data(root: str, task, site: int, label: str, val_fraction: float, seed
                     test=SiteDataset(split="test", label="mask", **common))
 
 
+def site_data(config: dict[str, Any], manifest, method: Method, site: int) -> SiteData:
+    labels = label_kinds(config, manifest, method)
+    return _site_data(str(config["dataset"]), config.get("task"), site, labels[site], config["val_fraction"],
+                      config["seed"])
+
+
 def make_client(config: dict[str, Any], method: Method, key: int, manifest=None) -> Client:
     manifest = manifest or load_manifest(config)
-    labels = label_kinds(config, manifest, method)
     held = site_indices(config, manifest) if method.topology == "pooled" else [key]
-    data = [_site_data(str(config["dataset"]), config.get("task"), s, labels[s], config["val_fraction"], config["seed"])
-            for s in held]
-    return Client.create(key, config, manifest, method, data)
+    client = Client.create(key, config, manifest, method, [site_data(config, manifest, method, s) for s in held])
+    holdout = holdout_site(config, manifest)
+    if method.topology == "pooled" and holdout is not None:
+        # The pooled model never leaves its client, so the pool scores it on the held-out site's test
+        # split (only `test` of it is ever read: see Client.final_scores).
+        client.unseen = site_data(config, manifest, method, holdout)
+    return client

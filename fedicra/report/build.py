@@ -6,7 +6,8 @@ File names are fixed by (dataset, assignment) so the Snakemake rules can declare
 - figures/<dataset>__<assignment>_per_site_dice.{png,pdf}, ..._val_curve.{png,pdf};
 - figures/<dataset>_qualitative.{png,pdf} (primary assignment, first seed);
 - figures/<dataset>__<assignment>_fairness.{png,pdf} (one point per site per method);
-- tables/{fairness,label_efficiency,convergence}.{md,tex}, tables/numbers.csv (every number);
+- tables/{fairness,label_efficiency,convergence,generalization}.{md,tex}, tables/numbers.csv (every number);
+  generalization = leave-one-site-out runs (a note when the grid has none);
 - figures/dice_by_annotation.{png,pdf} (drawn only when the grid separates site and label kind),
   figures/label_efficiency.{png,pdf}, figures/cd_diagram.{png,pdf}.
 """
@@ -17,13 +18,13 @@ from pathlib import Path
 
 from fedicra import record
 from fedicra.errors import UserError
-from fedicra.report import diagnostics, efficiency, fairness, figures, tables
+from fedicra.report import diagnostics, efficiency, fairness, figures, generalization, tables
 from fedicra.report.collect import Collected
 from fedicra.report.io import atomic_write_csv, atomic_write_text
 from fedicra.report.stats import compare_methods, friedman_nemenyi, select_protocol, structures
 
 # Tables over the whole report (beside the per-(dataset, assignment) ones) and the summary figures.
-SUMMARY_TABLES = ("ranking", "fairness", "label_efficiency", "convergence")
+SUMMARY_TABLES = ("ranking", "fairness", "label_efficiency", "convergence", "generalization")
 SUMMARY_FIGURES = ("dice_by_annotation", "label_efficiency", "cd_diagram")
 COMBO_FIGURES = ("per_site_dice", "val_curve", "fairness")
 NUMBERS = "numbers.csv"   # every number of the report, long format
@@ -100,11 +101,20 @@ def write_tables(collected: Collected, opts: ReportOptions, out_dir: Path) -> li
     else:
         written += _write_table_pair([tables.efficiency_table(ratios, order)], out_dir / "label_efficiency")
     written += _write_table_pair([tables.convergence_table(collected.runs, order)], out_dir / "convergence")
-    atomic_write_csv(out_dir / NUMBERS, every_number(collected, opts, cases, fair, ratios))
+    gen = generalization.generalization_table(collected.cases)
+    if gen.empty:
+        written += _write_note_pair(out_dir / "generalization", GENERALIZATION_OFF)
+    else:
+        written += _write_table_pair([tables.generalization_table(gen, order)], out_dir / "generalization")
+    atomic_write_csv(out_dir / NUMBERS, every_number(collected, opts, cases, fair, ratios, gen))
     return written + [out_dir / NUMBERS]
 
 
-def every_number(collected: Collected, opts: ReportOptions, cases, fair, ratios):
+GENERALIZATION_OFF = ("Unseen-site generalization not computed: the grid has no leave-one-site-out runs "
+                      "(set `leave_one_site_out: true` in the workflow config, or `holdout_site` in a run).")
+
+
+def every_number(collected: Collected, opts: ReportOptions, cases, fair, ratios, gen):
     """One long table (section, dataset, assignment, method, site, quantity, value) of the report's numbers."""
     import pandas as pd
 
@@ -122,6 +132,10 @@ def every_number(collected: Collected, opts: ReportOptions, cases, fair, ratios)
     if not ratios.empty:
         parts.append(ratios.assign(section="label_efficiency", site=ratios["site_name"] + " (" + ratios["label"] + ")",
                                    quantity="ratio", value=ratios["ratio"]))
+    if not gen.empty:
+        for column in [c for c in gen.columns if c.startswith(generalization.METRICS) or c == "worst_site_dice"]:
+            parts.append(gen.assign(section="generalization", site="held-out (" + gen["model"] + ")",
+                                    quantity=column, value=gen[column]))
     runs = collected.runs
     for column in ("convergence_gain", "wall_clock_s", "mb_per_round", "peak_rss_mb", "peak_gpu_mb"):
         parts.append(runs.assign(section="runs", site="seed" + runs["seed"].astype(str), quantity=column,

@@ -6,6 +6,11 @@ Three tables come out, each with the run keys `dataset, assignment, method, seed
 - rounds: one row per (run, round, site) from rounds.csv (validation curves).
 The run keys come from the directory path `.../<dataset>/<assignment>/<method>/seed<k>`, because the
 method key there may be a variant (e.g. `fedicra-no_contrastive`) that config.json does not name.
+
+A leave-one-site-out run lives at `.../<method>/holdout<h>/seed<k>` (config `holdout_site: h`). It adds
+only its held-out site's rows (model `unseen_global` / `unseen_personalized`) to `cases`, the input of
+the generalization table (`fedicra.report.generalization`); the scores of its K-1 training sites belong
+to no table, and `runs` / `rounds` hold the regular runs alone, so no other table or figure mixes them in.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ KEYS = ["dataset", "assignment", "method", "seed"]
 CASE_COLUMNS = list(record.CASE_COLUMNS)
 TEXT_COLUMNS = record.CASE_TEXT   # identifiers that must stay strings (a case named "001" is not 1)
 _SEED_DIR = re.compile(r"^seed(\d+)$")
+_HOLDOUT_DIR = re.compile(r"^holdout(\d+)$")
+UNSEEN_MODELS = (record.UNSEEN_GLOBAL, record.UNSEEN_PERSONALIZED)
 _RUN_FILES = (record.SUMMARY, record.CONFIG, record.ROUNDS, record.CASES)
 
 
@@ -34,13 +41,17 @@ class Collected:
 
 
 def run_keys(run_dir: Path) -> dict:
-    """(dataset, assignment, method, seed) from the last four path components."""
+    """(dataset, assignment, method, seed) from the path, and `holdout` (the held-out site, or None)."""
     run_dir = Path(run_dir)
     match = _SEED_DIR.match(run_dir.name)
-    if not match or len(run_dir.parts) < 4:
-        raise UserError(f"{run_dir}: not a run directory (expected .../<dataset>/<assignment>/<method>/seed<k>)")
-    return {"dataset": run_dir.parents[2].name, "assignment": run_dir.parents[1].name,
-            "method": run_dir.parent.name, "seed": int(match.group(1))}
+    holdout = _HOLDOUT_DIR.match(run_dir.parent.name)
+    method_dir = run_dir.parent.parent if holdout else run_dir.parent
+    if not match or len(method_dir.parts) < 3:
+        raise UserError(f"{run_dir}: not a run directory (expected .../<dataset>/<assignment>/<method>/seed<k> "
+                        "or .../<method>/holdout<h>/seed<k>)")
+    return {"dataset": method_dir.parents[1].name, "assignment": method_dir.parent.name,
+            "method": method_dir.name, "seed": int(match.group(1)),
+            "holdout": int(holdout.group(1)) if holdout else None}
 
 
 def is_run_dir(path: Path) -> bool:
@@ -64,8 +75,12 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
 
     run_dir = Path(run_dir)
     keys = run_keys(run_dir)
+    holdout = keys.pop("holdout")
     summary = record.check(run_dir)
     config = record.read_config(run_dir)
+    if config.get("holdout_site") != holdout:
+        raise UserError(f"{run_dir / record.CONFIG}: holdout_site = {config.get('holdout_site')} but the folder says "
+                        + (f"holdout{holdout}" if holdout is not None else "no held-out site"))
     cases = record.read_cases(run_dir, expected_rows=summary["num_cases"])
     rounds = record.read_rounds(run_dir)
     for frame in (cases, rounds):
@@ -101,20 +116,27 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
 
 
 def collect(run_dirs: list[Path]) -> Collected:
-    """Concatenate the given runs into the three tidy tables."""
+    """Concatenate the given runs into the three tidy tables (leave-one-site-out runs: see the module)."""
     if not run_dirs:
         raise UserError("report collect: no run directories given (no summary.json found)")
-    cases, runs, rounds = [], [], []
+    cases, runs, rounds, held_out = [], [], [], []
     for run_dir in run_dirs:
         c, r, rd = load_run(Path(run_dir))
+        if r["holdout_site"] is not None:
+            cases.append(c[c["model"].isin(UNSEEN_MODELS)])
+            held_out.append(r)
+            continue
         cases.append(c)
         runs.append(r)
         rounds.append(rd)
+    if not runs:
+        raise UserError("report collect: only leave-one-site-out runs given; the report needs the regular runs too")
+    for rows, keys in ((runs, KEYS), (held_out, KEYS + ["holdout_site"])):
+        frame = pd.DataFrame(rows)
+        if len(frame) and frame.duplicated(keys).any():
+            raise UserError(f"{frame[frame.duplicated(keys)].iloc[0]['run_dir']}: the same "
+                            f"({', '.join(keys)}) appears twice")
     runs_frame = pd.DataFrame(runs)
-    duplicated = runs_frame.duplicated(KEYS)
-    if duplicated.any():
-        first = runs_frame[duplicated].iloc[0]
-        raise UserError(f"{first['run_dir']}: the same (dataset, assignment, method, seed) appears twice")
     return Collected(cases=pd.concat(cases, ignore_index=True), runs=runs_frame.sort_values(KEYS, ignore_index=True),
                      rounds=pd.concat(rounds, ignore_index=True))
 

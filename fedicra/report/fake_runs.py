@@ -72,47 +72,57 @@ def write_fake_run(
     site_quality: dict[int, float] | None = None,
     plateau: bool = True,
     config: dict | None = None,
+    holdout_site: int | None = None,
+    unseen_models: tuple[str, ...] | None = None,
 ) -> Path:
     """Write one complete run directory; `quality` is the mean Dice the method reaches.
 
     Per-case noise depends on (seed, site, case) only, unless `noise_seed` is given, so two methods
     with the same quality produce identical scores (paired differences of zero). `site_quality`
     overrides the level of single sites; `plateau=False` makes validation Dice still rise at the end.
+    `holdout_site` makes it a leave-one-site-out run: that site does not train and gets `unseen_models`
+    rows (default: unseen_global when there is a global model, and unseen_personalized).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     structures = TASK_STRUCTURES[task]
     labels = labels or assignment_labels(assignment, num_sites)
-    config = config or fake_config(task, method, assignment, seed, rounds)
+    config = config or fake_config(task, method, assignment, seed, rounds, holdout_site=holdout_site)
     if "resolved" not in config:
         config = {**config, "resolved": fake_resolved(config, task, num_sites, img_size)}
     record.write_config(run_dir, config)
     level = {site: (site_quality or {}).get(site, quality) for site in range(num_sites)}
+    trained = [site for site in range(num_sites) if site != holdout_site]
+    if unseen_models is None:
+        unseen_models = (("unseen_global",) if global_model else ()) + ("unseen_personalized",)
 
     rows = []
     for r in range(1, rounds + 1):
         # plateaued curves reach their level at half the run; others rise linearly to the end
         progress = min(1.0, 2 * r / rounds) if plateau else r / rounds
-        for site in range(num_sites):
+        for site in trained:
             rng = np.random.default_rng([seed, site, r, 7])
             dice = [float(np.clip(level[site] * progress + rng.normal(0, 0.005), 0, 1)) for _ in structures]
             rows.append({"round": r, "site": site, "train_loss": float(1.0 / r + rng.random() * 0.1),
                          "seconds": 0.5, "bytes_up": 1000 * (site + 1), "bytes_down": 2000,
                          **_scores(structures, dice, [0.0] * len(structures))})
-        rows.append({"round": r, "site": -1, "train_loss": 1.0 / r, "seconds": 0.5 * num_sites,
-                     "bytes_up": 1000 * sum(range(1, num_sites + 1)), "bytes_down": 2000 * num_sites})
+        rows.append({"round": r, "site": -1, "train_loss": 1.0 / r, "seconds": 0.5 * len(trained),
+                     "bytes_up": 1000 * sum(s + 1 for s in trained), "bytes_down": 2000 * len(trained)})
     record.write_rounds(run_dir, rows)
 
     candidates = [("personalized", "last"), ("personalized", "best_val")]
     candidates += [("personalized", "best_test")] if config["select_on_test"] else []
     candidates += [("global", "last")] if global_model else []
     rows = []
+    # a held-out site is scored by the models a new site gets, a little below the trained sites' level
+    offsets = {"personalized": 0.0, "global": -0.05, "unseen_global": -0.12, "unseen_personalized": -0.10}
     for site in range(num_sites):
+        held_out = site == holdout_site
         for c in range(cases_per_site):
             base_rng = np.random.default_rng([seed, site, c] if noise_seed is None else [noise_seed, seed, site, c])
             noise = base_rng.normal(0, 0.03, size=len(structures))
-            for model, selection in candidates:
-                offset = (0.0 if model == "personalized" else -0.05) + (0.01 if selection == "best_test" else 0.0)
+            for model, selection in ([(m, "last") for m in unseen_models] if held_out else candidates):
+                offset = offsets[model] + (0.01 if selection == "best_test" else 0.0)
                 dice = [float(np.clip(level[site] + offset + n, 0.0, 1.0)) for n in noise]
                 scores = _scores(structures, dice, noise)
                 rows.append({"site": site, "site_name": f"Domain{site + 1}", "label": labels[site % len(labels)],
@@ -123,7 +133,7 @@ def write_fake_run(
     rng = np.random.default_rng([seed, 99])
     yy, xx = np.mgrid[:img_size, :img_size]
     mask = ((yy - img_size / 2) ** 2 + (xx - img_size / 2) ** 2 < (img_size / 4) ** 2).astype(np.uint8)
-    for site in range(num_sites):
+    for site in trained:
         label = np.full(mask.shape, TASK_CLASSES[task], dtype=np.uint8)
         label[img_size // 2, img_size // 4: 3 * img_size // 4] = mask[img_size // 2, img_size // 4: 3 * img_size // 4]
         shape = (3, img_size, img_size) if task == "odoc" else (img_size, img_size)
@@ -136,12 +146,13 @@ def write_fake_run(
         "wall_clock_s": 10.0 + 5 * quality, "rounds_wall_clock_s": 10.0 + 5 * quality,
         "checkpoint_wall_clock_s": 0.1, "peak_rss_mb": 500.0,
         "peak_gpu_mb": None, "rounds": rounds, "num_cases": num_cases,
-        "gradient_steps": {str(site): int(config["resolved"]["gradient_steps_per_site"]) for site in range(num_sites)},
-        "bytes_up": int(rounds * 1000 * sum(range(1, num_sites + 1))), "bytes_down": int(rounds * 2000 * num_sites),
-        "bytes_per_round": float(1000 * sum(range(1, num_sites + 1)) + 2000 * num_sites),
+        "gradient_steps": {str(site): int(config["resolved"]["gradient_steps_per_site"]) for site in trained},
+        "bytes_up": int(rounds * 1000 * sum(s + 1 for s in trained)), "bytes_down": int(rounds * 2000 * len(trained)),
+        "bytes_per_round": float(1000 * sum(s + 1 for s in trained) + 2000 * len(trained)),
         "protocol": {"method": config["method"], "models": ["personalized"] + (["global"] if global_model else []),
                      "selection": [s for m, s in candidates if m == "personalized"], "faithful": config["faithful"],
-                     "metric_policy": config["metric_policy"], "backend": config["backend"]},
+                     "metric_policy": config["metric_policy"], "backend": config["backend"],
+                     "holdout_site": holdout_site},
         "environment": {"python": "3.11.7", "platform": "Linux-fake", "packages": packages, "git_revision": "0" * 40,
                         "device": "cpu", "device_requested": config["device"], "gpu": None, "precision": "fp32",
                         "cuda_visible_devices": None, "cpu_count": 2},
@@ -161,17 +172,25 @@ def _scores(structures, dice: list[float], noise) -> dict[str, float]:
     return scores
 
 
-def write_fake_benchmark(root: Path, plan: dict[tuple[str, str, str], float], *, seeds=(0, 1, 2), **kwargs) -> list[Path]:
-    """Write `root/runs/<dataset>/<assignment>/<method>/seed<k>` for every ((dataset, assignment, method): quality).
+def write_fake_benchmark(root: Path, plan: dict[tuple[str, str, str], float], *, seeds=(0, 1, 2), holdouts=(),
+                         **kwargs) -> list[Path]:
+    """Write `root/runs/<dataset>/<assignment>/<method>/seed<k>` for every ((dataset, assignment, method): quality),
+    and with `holdouts` the leave-one-site-out runs `.../<method>/holdout<h>/seed<k>` of those sites.
 
     The task is taken from the dataset name (`...odoc...` means ODOC, anything else FAZ). `quality`
-    may also be a dict of `write_fake_run` keyword arguments (with a `quality` entry).
+    may also be a dict of `write_fake_run` keyword arguments (with a `quality` entry), and a `holdouts`
+    entry that replaces the common one (e.g. `()` for a method that gives a new site nothing).
     """
     dirs = []
     for (dataset, assignment, method), spec in plan.items():
         task = "odoc" if "odoc" in dataset else "faz"
         options = {**kwargs, **(spec if isinstance(spec, dict) else {"quality": spec})}
+        sites = options.pop("holdouts", holdouts)
         for seed in seeds:
-            run_dir = Path(root) / "runs" / dataset / assignment / method / f"seed{seed}"
-            dirs.append(write_fake_run(run_dir, task=task, method=method, assignment=assignment, seed=seed, **options))
+            base = Path(root) / "runs" / dataset / assignment / method
+            dirs.append(write_fake_run(base / f"seed{seed}", task=task, method=method, assignment=assignment,
+                                       seed=seed, **options))
+            for site in sites:
+                dirs.append(write_fake_run(base / f"holdout{site}" / f"seed{seed}", task=task, method=method,
+                                           assignment=assignment, seed=seed, holdout_site=site, **options))
     return dirs

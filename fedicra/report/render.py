@@ -187,6 +187,7 @@ def render_report(collected: Collected, opts: ReportOptions, out: Path, tables_d
     else:
         lines += ["Not drawn: in this grid each label kind is used at a single site, so site and label kind are "
                   "the same factor. A grid with several assignments (e.g. `rotate0` .. `rotate4`) separates them.", ""]
+    lines += ["## Unseen-site generalization", "", (Path(tables_dir) / "generalization.md").read_text(encoding="utf-8"), ""]
     lines += ["## Convergence", "", (Path(tables_dir) / "convergence.md").read_text(encoding="utf-8"), ""]
     lines += ["## Qualitative results", ""]
     for dataset in dict.fromkeys(collected.runs["dataset"]):

@@ -122,6 +122,37 @@ def efficiency_table(ratios: pd.DataFrame, methods: list[str]) -> Table:
     return Table(caption, header, rows, bold, [[False] * len(header) for _ in rows], label="tab:label-efficiency")
 
 
+def generalization_table(gen: pd.DataFrame, methods: list[str]) -> Table:
+    """Leave-one-site-out: held-out-site Dice and HD95 per (dataset, assignment, method, model)."""
+    from fedicra.report.generalization import MODEL_NAMES
+
+    header = ["Dataset", "Assignment", "Method", "Model", "Dice (%)", "Dice std over held-out sites (%)",
+              "Worst held-out site Dice (%)", "HD95 (px)", "HD95 std over held-out sites (px)", "Held-out sites"]
+    rows, bold = [], []
+    for (dataset, assignment), part in gen.groupby(["dataset", "assignment"], sort=False):
+        order = {m: i for i, m in enumerate(methods)}
+        part = part.assign(_o=part["method"].map(order)).sort_values(["_o", "method", "model"], na_position="last")
+        best = {"mean_dice": part["mean_dice"].max(), "worst_site_dice": part["worst_site_dice"].max(),
+                "mean_hd95": part["mean_hd95"].min()}
+        for _, r in part.iterrows():
+            rows.append([dataset, assignment, r["method"], MODEL_NAMES[r["model"]],
+                         format_cell(r["mean_dice"], r["mean_dice_seed_std"], 100.0),
+                         format_cell(r["mean_dice_site_std"], None, 100.0), format_cell(r["worst_site_dice"], None, 100.0),
+                         format_cell(r["mean_hd95"], r["mean_hd95_seed_std"]), format_cell(r["mean_hd95_site_std"], None),
+                         str(int(r["held_out_sites"]))])
+            bold.append([False] * 4 + [bool(np.isclose(r["mean_dice"], best["mean_dice"])), False,
+                                       bool(np.isclose(r["worst_site_dice"], best["worst_site_dice"])),
+                                       bool(np.isclose(r["mean_hd95"], best["mean_hd95"])), False, False])
+    n = int(gen["n_seeds"].max()) if len(gen) else 0
+    caption = ("Unseen-site generalization (leave-one-site-out): each site in turn is held out of training and "
+               "scored on its test set as a new site that never trained; `global` = the server's global model "
+               "(the pooled model for centralized methods), `best available` = the new site's model after the "
+               "method's own receipt of the server's final payload, with no local training (docs/report.md); "
+               f"Dice and HD95: mean over held-out sites and seeds ± std over seeds of the per-seed mean; {seed_text(n)}; "
+               "best in bold. Methods that share nothing with a new site (local) have no row.")
+    return Table(caption, header, rows, bold, [[False] * len(header) for _ in rows], label="tab:generalization")
+
+
 def convergence_table(runs: pd.DataFrame, methods: list[str]) -> Table:
     """Per run: the validation Dice gained over the last quarter of rounds and the resulting flag."""
     from fedicra.report.diagnostics import CONVERGED_GAIN, convergence_flag

@@ -8,11 +8,13 @@ REPORT_OPTS = (
        if config["report"]["primary_assignment"] else [])
 )
 TABLE_STEMS = [f"{d}__{a}" for d in DATASETS for a in dataset_assignments(d)]
+SUMMARY_TABLES = ("fairness", "label_efficiency", "convergence", "generalization")
 
 
 rule collect:
     input:
-        summaries=[f"{run_dir(*run)}/summary.json" for run in RUNS],
+        summaries=[f"{run_dir(*run)}/summary.json" for run in RUNS]
+        + [f"{holdout_run_dir(*run)}/summary.json" for run in HOLDOUT_RUNS],
     output:
         cases=f"{REPORT}/cases.csv",
         runs=f"{REPORT}/runs.csv",
@@ -36,8 +38,8 @@ rule tables:
                        labels={"table": "ranking"}),
         ranking_tex=f"{REPORT}/tables/ranking.tex",
         summary_md=[report(f"{REPORT}/tables/{name}.md", caption="../report/table.rst", category="Tables",
-                           labels={"table": name}) for name in ("fairness", "label_efficiency", "convergence")],
-        summary_tex=[f"{REPORT}/tables/{name}.tex" for name in ("fairness", "label_efficiency", "convergence")],
+                           labels={"table": name}) for name in SUMMARY_TABLES],
+        summary_tex=[f"{REPORT}/tables/{name}.tex" for name in SUMMARY_TABLES],
         numbers=f"{REPORT}/tables/numbers.csv",
     params:
         report_cli=REPORT_CLI,

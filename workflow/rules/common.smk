@@ -97,6 +97,32 @@ def run_dir(dataset, assignment, method, seed):
     return f"{RESULTS}/runs/{dataset}/{assignment}/{method}/seed{seed}"
 
 
+def dataset_site_count(name):
+    """How many sites a dataset has, known before its data exist (synthetic presets, import patterns)."""
+    spec = DATASETS[name]
+    if spec["source"] == "synth":
+        from fedicra.data.synth import PHANTOMS
+        return len(PHANTOMS[spec["task"]][1])
+    if spec["source"] == "import":
+        return len(dict.fromkeys(p.split("=", 1)[1] for p in spec["site_patterns"]))
+    from fedicra.data.manifest import Manifest
+    return len(Manifest.load(resolve_path(spec["path"]), task=spec["task"]).sites)
+
+
+def dataset_holdouts(name):
+    """The held-out sites of a dataset's leave-one-site-out runs ([] when off)."""
+    choice = DATASETS[name].get("leave_one_site_out", config["leave_one_site_out"])
+    if choice is False:
+        return []
+    count = dataset_site_count(name)
+    if count < 2:
+        exit_with_error(f"config leave_one_site_out: {name} has {count} site; holding it out leaves none to train")
+    sites = list(range(count)) if choice is True else list(choice)
+    if any(s >= count for s in sites):
+        exit_with_error(f"config leave_one_site_out: site {max(sites)} does not exist ({name} has {count} sites)")
+    return sites
+
+
 def dataset_train(name):
     """The run options of a dataset's runs: the global `train:` block with the dataset's overrides.
     Options not set here take the run schema's defaults (fedicra.fl.config.RUN_SCHEMA), the only ones."""
@@ -116,12 +142,30 @@ def run_config(wildcards):
     """The YAML document handed to `fedicra run --config` for one job."""
     base, params = method_spec(wildcards.method)
     spec = DATASETS[wildcards.dataset]
+    holdout = getattr(wildcards, "holdout", None)   # set by the leave-one-site-out rules
     return {"dataset": dataset_root(wildcards.dataset), "assignment": wildcards.assignment, "method": base,
             "method_params": params, "seed": int(wildcards.seed), **dataset_train(wildcards.dataset),
             **VARIANTS.get(wildcards.method, {}).get("train", {}),
             # upstream folders have no dataset.json: the run needs the task to infer the manifest
             **({"task": spec["task"]} if spec["source"] == "folder" else {}),
-            "name": f"{wildcards.dataset}/{wildcards.assignment}/{wildcards.method}/seed{wildcards.seed}"}
+            **({"holdout_site": int(holdout)} if holdout is not None else {}),
+            "name": f"{wildcards.dataset}/{wildcards.assignment}/{wildcards.method}/"
+                    + (f"holdout{holdout}/" if holdout is not None else "") + f"seed{wildcards.seed}"}
+
+
+def serves_new_site(method):
+    from fedicra.fl.registry import get_method
+    return get_method(method_spec(method)[0]).new_site
+
+
+# Leave-one-site-out runs: (dataset, assignment, method, held-out site, seed), for methods that give a
+# site that never trained a model (fedicra.fl.holdout); their run directory adds holdout<k>/.
+HOLDOUT_RUNS = [(d, a, m, h, s) for d in DATASETS for a in dataset_assignments(d) for m in METHODS
+                if serves_new_site(m) for h in dataset_holdouts(d) for s in SEEDS]
+
+
+def holdout_run_dir(dataset, assignment, method, holdout, seed):
+    return f"{RESULTS}/runs/{dataset}/{assignment}/{method}/holdout{holdout}/seed{seed}"
 
 
 # What JSON schema cannot say: run options against the run schema, methods and their parameters
@@ -183,3 +227,4 @@ wildcard_constraints:
     method=_alternatives(METHODS),
     assignment=ASSIGNMENT_REGEX,
     seed=r"\d+",
+    holdout=r"\d+",

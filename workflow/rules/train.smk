@@ -48,3 +48,23 @@ rule train:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
         "{params.pyenv} {params.python} -m fedicra.gpu_slots {params.slots:q} -- "
         "{params.python} -m fedicra run --config {input.config:q} --out {params.run_dir:q} > {log:q} 2>&1"
+
+
+# Leave-one-site-out runs (config leave_one_site_out): the same two rules, with the held-out site in
+# the path; `run_config` adds `holdout_site` from the wildcard.
+use rule run_config as run_config_holdout with:
+    output:
+        f"{RESULTS}/configs/{{dataset}}/{{assignment}}/{{method}}/holdout{{holdout}}/seed{{seed}}.yaml",
+    log:
+        f"{RESULTS}/logs/configs/{{dataset}}/{{assignment}}/{{method}}/holdout{{holdout}}/seed{{seed}}.log",
+
+
+use rule train as train_holdout with:
+    input:
+        config=f"{RESULTS}/configs/{{dataset}}/{{assignment}}/{{method}}/holdout{{holdout}}/seed{{seed}}.yaml",
+    output:
+        summary=f"{RESULTS}/runs/{{dataset}}/{{assignment}}/{{method}}/holdout{{holdout}}/seed{{seed}}/summary.json",
+    log:
+        f"{RESULTS}/logs/train/{{dataset}}/{{assignment}}/{{method}}/holdout{{holdout}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{dataset}}/{{assignment}}/{{method}}/holdout{{holdout}}/seed{{seed}}.tsv"
