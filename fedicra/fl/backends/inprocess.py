@@ -14,6 +14,10 @@ from fedicra.fl import protocol
 from fedicra.fl.client import Client
 
 
+def run(experiment, run_dir) -> dict[str, Any]:
+    return experiment.federation(experiment.in_process_transport(run_dir), run_dir).run()
+
+
 class InProcessTransport:
     def __init__(self, clients: dict[int, Client], timeout: float | None = None):
         self.clients = clients
