@@ -139,6 +139,32 @@ def test_resume_refuses_a_different_config_and_leaves_the_record_whole(tiny_faz,
     assert _files(tmp_path) == before, "a refused resume touched the run directory (config.json?)"
 
 
+def test_a_copied_run_folder_is_not_resumed_silently(tiny_faz, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from fedicra.fl.runner import run_experiment
+
+    reference = run_experiment(tiny_config(tiny_faz, rounds=2, checkpoint_every=1), tmp_path / "here")
+    cases = (tmp_path / "here" / "cases.csv").read_bytes()
+    (tmp_path / "here" / "summary.json").unlink()   # interrupted before the end, then copied elsewhere
+    shutil.copytree(tmp_path / "here", tmp_path / "copy")
+    before = _files(tmp_path / "copy")
+    with pytest.raises(UserError, match=r"written in .*here on host .*not in .*copy: a copied or moved run") as err:
+        run_experiment(tiny_config(tiny_faz, rounds=2, checkpoint_every=1), tmp_path / "copy")
+    assert "\n" not in str(err.value) and "resume_moved=true" in str(err.value)
+    assert _files(tmp_path / "copy") == before, "a refused resume touched the copied folder"
+    # adopted on purpose: it resumes and ends with the same numbers, saying where the rounds ran
+    capsys.readouterr()
+    adopted = run_experiment(tiny_config(tiny_faz, rounds=2, checkpoint_every=1, resume_moved=True), tmp_path / "copy")
+    assert "warning:" in capsys.readouterr().err
+    assert adopted["num_cases"] == reference["num_cases"] and (tmp_path / "copy" / "cases.csv").read_bytes() == cases
+    # the same folder seen from another host (a shared filesystem): resumed, with a warning
+    (tmp_path / "here" / "summary.json").unlink(missing_ok=True)
+    monkeypatch.setattr("socket.gethostname", lambda: "another-node")
+    run_experiment(tiny_config(tiny_faz, rounds=2, checkpoint_every=1), tmp_path / "here")
+    assert "on host" in capsys.readouterr().err and (tmp_path / "here" / "summary.json").is_file()
+
+
 def test_a_complete_run_reinvoked_says_so_and_rewrites_nothing(tiny_faz, tmp_path, capsys):
     from fedicra.cli import main
 

@@ -521,3 +521,109 @@ def test_dead_supernode_is_one_line_with_site_and_round_or_left_to_the_server(re
                                workdir=tmp_path / "work2")
     tolerant.processes.append(("supernode-site1", dead, log))
     tolerant._check_alive()
+
+
+def _alive(procs) -> list[str]:
+    import psutil
+
+    left = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(f"{proc.pid}: {' '.join(proc.cmdline())[:120]}")
+        except psutil.Error:
+            pass
+    return left
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_simulation_processes_stop_when_the_launcher_is_sigkilled(reference, tmp_path):
+    """SIGKILL of a simulation launcher in round 2: every process it started (Ray's GCS, raylet,
+    agents, workers) is gone shortly after, as for the deployment launcher."""
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+    import yaml
+
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump(flower_config(reference, backend="simulation", rounds=20, threads=1)))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    launcher = subprocess.Popen([sys.executable, "-m", "fedicra", "run", "--config", str(config_file),
+                                 "--out", str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
+    try:
+        _wait_for_round(tmp_path / "run", 1, launcher, timeout=180)
+        started = psutil.Process(launcher.pid).children(recursive=True)
+        names = {p.name() for p in started if p.is_running()}
+        assert {"gcs_server", "raylet"} <= names, names   # Ray's processes are the launcher's descendants
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(timeout=30)
+    finally:
+        launcher.kill()
+    deadline = time.monotonic() + 30
+    while (left := _alive(started)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    print(f"simulation launcher SIGKILL: {len(started)} descendants, {len(left)} left after 30 s")
+    assert not left, f"processes left after SIGKILL of the simulation launcher: {left}"
+
+
+def test_orphan_reaper_kills_orphans_of_a_killed_launcher_and_spares_live_children(tmp_path):
+    """The reaper on its own: a SIGKILLed launcher's grandchild goes; after `done` a child that is
+    still the launcher's stays (it is not an orphan)."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    script = (
+        "import subprocess, sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from fedicra.fl.backends.reaper import orphan_reaper\n"
+        "with orphan_reaper():\n"
+        "    mid = subprocess.Popen([sys.executable, '-c', 'import subprocess, time; "
+        "p = subprocess.Popen([\"sleep\", \"60\"]); print(p.pid, flush=True); time.sleep(60)'], "
+        "stdout=subprocess.PIPE, text=True)\n"
+        "    print(mid.stdout.readline().strip(), flush=True)\n"
+        "    kept = subprocess.Popen(['sleep', '60']); print(kept.pid, flush=True)\n"
+        "    if sys.argv[1] == 'finish':\n"
+        "        time.sleep(1.5); mid.kill(); mid.wait()\n"   # orphans mid's sleep while the launcher lives
+        "    else:\n"
+        "        time.sleep(60)\n"
+        "print('done', flush=True)\n"
+        "time.sleep(60)\n")
+
+    def launch(mode):
+        launcher = subprocess.Popen([sys.executable, "-c", script, mode], stdout=subprocess.PIPE, text=True)
+        return launcher, int(launcher.stdout.readline()), int(launcher.stdout.readline())
+
+    def gone(pid, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+            time.sleep(0.1)
+        return False
+
+    launcher, grandchild, kept = launch("kill")
+    try:
+        time.sleep(1.5)   # the reaper notes descendants every half second
+        launcher.kill()
+        launcher.wait()
+        assert gone(grandchild) and gone(kept)
+    finally:
+        for pid in (grandchild, kept):
+            if psutil.pid_exists(pid):
+                psutil.Process(pid).kill()
+    launcher, grandchild, kept = launch("finish")
+    try:
+        assert launcher.stdout.readline().strip() == "done"
+        assert gone(grandchild), "an orphan of a finished launcher is reaped"
+        assert psutil.Process(kept).status() != psutil.STATUS_ZOMBIE, "a live child of the launcher is spared"
+    finally:
+        launcher.kill()
+        for pid in (grandchild, kept):
+            if psutil.pid_exists(pid):
+                psutil.Process(pid).kill()

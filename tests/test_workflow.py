@@ -126,6 +126,11 @@ def test_aggregation_and_html_report_run_for_real(tmp_path):
     report = (tmp_path / "reports" / "smoke" / "report.md").read_text()
     assert "## Evaluation protocol" in report and "smoke-faz" in report
     assert (tmp_path / "reports" / "smoke" / "figures" / "smoke-faz_qualitative.pdf").is_file()
+    from fedicra.report.build import expected_outputs   # the rules declare what the report code writes
+    expected = expected_outputs(["smoke-faz"], ["rotate0", "rotate1"])
+    missing = [rel for rel in expected["tables"] + expected["figures"]
+               if not (tmp_path / "reports" / "smoke" / rel).is_file()]
+    assert not missing, missing
     html = tmp_path / "report.html"
     result = snakemake(tmp_path, "--report", str(html), "--configfile", config)
     assert result.returncode == 0, result.stderr[-3000:]

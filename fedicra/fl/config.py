@@ -76,6 +76,9 @@ RUN_SCHEMA: dict[str, Any] = {
         "node_samples_dir": {"type": ["string", "null"], "default": None,
                              "description": "Flower backends: folder on each node where its site writes its "
                                             "qualitative sample (null: none); in-process runs write into the run directory"},
+        "resume_moved": {"type": "boolean", "default": False,
+                         "description": "resume a checkpoint written in another folder (a copied or moved run "
+                                        "directory); false: refuse it in one line"},
         "progress": {"type": "boolean", "default": True},
         "name": {"type": ["string", "null"], "default": None},
     },

@@ -259,8 +259,9 @@ def _reason(reply: Message) -> str:
     return " ".join(f"{error.reason} (Flower error code {error.code})".split())
 
 
-def serve(grid: Grid, config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """The ServerApp's body: the same Federation loop as the in-process backend, over the Grid."""
+def serve(grid: Grid, config: dict[str, Any], run_dir: Path, experiment=None) -> dict[str, Any]:
+    """The ServerApp's body: the same Federation loop as the in-process backend, over the Grid.
+    `experiment` is `assemble(config)` when the launcher shares this process (simulation)."""
     from fedicra.fl import outputs
     from fedicra.fl.setup import assemble
 
@@ -269,7 +270,7 @@ def serve(grid: Grid, config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     error_file = run_dir / ERROR_FILE
     error_file.unlink(missing_ok=True)
     try:
-        experiment = assemble(config)
+        experiment = experiment or assemble(config)
         transport = GridTransport(grid, config, experiment.keys)
         transport.connect()
         return experiment.federation(transport, run_dir).run()
@@ -279,8 +280,10 @@ def serve(grid: Grid, config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         raise
 
 
-def make_server_app(config: dict[str, Any] | None = None, run_dir: str | Path | None = None) -> ServerApp:
-    """A ServerApp bound to `config`/`run_dir`, or (both None) reading them from the run config."""
+def make_server_app(config: dict[str, Any] | None = None, run_dir: str | Path | None = None,
+                    experiment=None) -> ServerApp:
+    """A ServerApp bound to `config`/`run_dir` (and its assembled `experiment`, if given), or (all None)
+    reading them from the run config."""
     app = ServerApp()
 
     @app.main()
@@ -291,7 +294,7 @@ def make_server_app(config: dict[str, Any] | None = None, run_dir: str | Path | 
                 raise UserError("run config: the fedicra ServerApp needs config-json and run-dir "
                                 "(see docs/deployment.md)")
             cfg, out = json.loads(str(context.run_config["config-json"])), str(context.run_config["run-dir"])
-        serve(grid, cfg, Path(out))
+        serve(grid, cfg, Path(out), experiment)
 
     return app
 

@@ -20,8 +20,9 @@ def run_experiment(config: dict[str, Any], run_dir: str | Path, transport=None) 
     if done is not None:   # checked before a Flower backend starts any process
         print(f"{run_dir}: this run is already complete (summary.json); nothing to do", flush=True)
         return done
-    if config["backend"] != "inprocess" and transport is None:
-        # Flower backends run the same Federation loop inside a ServerApp (see fedicra.fl.flower_app).
-        return import_module(f"fedicra.fl.backends.{config['backend']}").run(config, Path(run_dir))
     experiment = assemble(config)
-    return experiment.federation(transport or experiment.in_process_transport(run_dir), run_dir).run()
+    if transport is not None:
+        return experiment.federation(transport, run_dir).run()
+    # Each backend supplies only a transport for this experiment; the Flower ones do it inside a
+    # ServerApp (see fedicra.fl.flower_app), after starting one node per client key.
+    return import_module(f"fedicra.fl.backends.{config['backend']}").run(experiment, Path(run_dir))

@@ -24,7 +24,7 @@ from fedicra.fl.method import Method
 from fedicra.fl.run_lock import locked_run_dir
 
 # Keys that may differ between the run that wrote a checkpoint and the run that resumes it.
-RESUMABLE_CHANGES = ("progress", "device")
+RESUMABLE_CHANGES = ("progress", "device", "resume_moved")
 DERIVED_KEYS = ("resolved",)   # written into config.json from the configuration (schedule values)
 CHECKPOINT_KEYS = ("round", "global_state", "state", "rows", "elapsed", "clients", "config")
 
@@ -91,7 +91,7 @@ class Federation:
         outputs.atomic_torch_save({
             "round": self.server.round, "global_state": self.server.global_state, "state": self.server.state,
             "rows": self.rows, "elapsed": self.elapsed, "clients": self.transport.snapshot(),
-            "config": self.config}, self.checkpoint_path)
+            "config": self.config, "origin": checkpoint_origin(self.run_dir)}, self.checkpoint_path)
 
     def try_resume(self) -> bool:
         if not self.checkpoint_path.is_file():
@@ -100,6 +100,7 @@ class Federation:
         if not same_run(snap["config"], self.config):
             raise UserError(f"{self.checkpoint_path}: checkpoint belongs to a different configuration; "
                             "use another --out or delete the folder")
+        check_origin(self.checkpoint_path, snap.get("origin"), self.run_dir, self.config.get("resume_moved", False))
         self.server.round, self.server.global_state = snap["round"], snap["global_state"]
         self.server.state, self.rows, self.elapsed = snap["state"], snap["rows"], snap["elapsed"]
         self.transport.restore(snap["clients"])
@@ -262,6 +263,33 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(snap, dict) or any(k not in snap for k in CHECKPOINT_KEYS) or not isinstance(snap["config"], dict):
         raise UserError(f"{path}: not a fedicra federation checkpoint; delete it to start over")
     return snap
+
+
+def checkpoint_origin(run_dir: Path) -> dict[str, str]:
+    """Where a checkpoint is written: the run directory's absolute path and the host."""
+    import socket
+
+    return {"run_dir": str(Path(run_dir).resolve()), "host": socket.gethostname()}
+
+
+def check_origin(path: Path, origin: dict[str, str] | None, run_dir: Path, resume_moved: bool) -> None:
+    """A run directory copied or moved from elsewhere (another checkout or machine) is not resumed
+    silently: its rounds so far were computed there, and the record would credit this environment.
+    Another path is refused unless `resume_moved` is set; the same path on another host (a shared
+    filesystem, a job rescheduled on another cluster node) only warns. Checkpoints older than this
+    record have no origin and resume as before."""
+    import sys
+
+    if not origin:
+        return
+    here = checkpoint_origin(run_dir)
+    if origin.get("run_dir") != here["run_dir"] and not resume_moved:
+        raise UserError(f"{path}: this checkpoint was written in {origin.get('run_dir')} on host "
+                        f"{origin.get('host')}, not in {here['run_dir']}: a copied or moved run is not resumed "
+                        "silently; set resume_moved=true to continue it here, or delete the folder to start over")
+    if origin != here:
+        print(f"warning: {path}: resuming a checkpoint written in {origin.get('run_dir')} on host "
+              f"{origin.get('host')}; the rounds so far ran there", file=sys.stderr, flush=True)
 
 
 def completed_summary(config: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:

@@ -30,16 +30,6 @@ class Experiment:
 
         return Federation(self.config, self.method, self.manifest, self.keys, transport, Path(run_dir))
 
-    def in_process_transport(self, run_dir: str | Path):
-        """Every client in this process (the in-process backend's transport); in-process, a site's
-        own folder for its qualitative sample is the run directory."""
-        from fedicra.fl.backends.inprocess import InProcessTransport
-
-        clients = {key: make_client(self.config, self.method, key, self.manifest) for key in self.keys}
-        for client in clients.values():
-            client.samples_dir = Path(run_dir)
-        return InProcessTransport(clients, timeout=self.config["client_timeout"])
-
 
 def assemble(config: dict[str, Any]) -> Experiment:
     """Seed and size this process for the run, then build the method, manifest and client keys."""

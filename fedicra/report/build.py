@@ -29,9 +29,6 @@ SUMMARY_FIGURES = ("dice_by_annotation", "label_efficiency", "cd_diagram")
 COMBO_FIGURES = ("per_site_dice", "val_curve", "fairness")
 NUMBERS = "numbers.csv"   # every number of the report, long format
 
-MODELS = ("personalized", "global")
-SELECTIONS = ("last", "best_val", "best_test")
-
 
 @dataclass
 class ReportOptions:
@@ -44,10 +41,10 @@ class ReportOptions:
     metrics: tuple[str, ...] = ("dice", "hd95")
 
     def __post_init__(self):
-        if self.model not in MODELS:
-            raise UserError(f"report model: '{self.model}' is not one of {', '.join(MODELS)}")
-        if self.selection not in SELECTIONS:
-            raise UserError(f"report selection: '{self.selection}' is not one of {', '.join(SELECTIONS)}")
+        if self.model not in record.MODELS:
+            raise UserError(f"report model: '{self.model}' is not one of {', '.join(record.MODELS)}")
+        if self.selection not in record.SELECTIONS:
+            raise UserError(f"report selection: '{self.selection}' is not one of {', '.join(record.SELECTIONS)}")
         if not 0 < self.alpha < 1:
             raise UserError(f"report alpha: {self.alpha} is not between 0 and 1")
 

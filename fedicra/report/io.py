@@ -6,19 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedicra.atomic import atomic_path
+from fedicra.atomic import atomic_path, atomic_write
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def atomic_write_npz(path: Path, **arrays) -> None:
-    import numpy as np
-
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
+    atomic_write(path, text.encode("utf-8"))
 
 
 def atomic_write_csv(path: Path, frame) -> None:

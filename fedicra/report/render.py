@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fedicra.fl.config import train_schema
 from fedicra.report import diagnostics, fairness
 from fedicra.report.build import ReportOptions, combos, method_order, primary_assignment, table_stem
 from fedicra.report.collect import Collected
@@ -29,7 +30,6 @@ SELECTION_TEXT = {
     "best_test": ("the round with the best **test** Dice (`best_test`, upstream FedICRA's protocol; optimistic, "
                   "shown only for comparison with the paper)"),
 }
-TRAIN_KEYS = ("rounds", "local_steps", "batch_size", "lr", "eval_every", "val_fraction", "backend", "device")
 
 
 def _values(series) -> str:
@@ -58,6 +58,24 @@ def protocol_statement(collected: Collected, opts: ReportOptions) -> str:
             f"no multiple-comparison correction. Recorded run protocol: {details or '–'}.")
 
 
+def _train_settings(configs: list[dict]) -> list[str]:
+    """Every run option of the run schema: one line each where a run departs from the default, the rest named once."""
+    lines, at_default = [], []
+    for key, spec in train_schema()["properties"].items():
+        values = [c.get(key, spec.get("default")) for c in configs]
+        if all(v == spec.get("default") for v in values):
+            at_default.append(f"`{key}`")
+        else:
+            lines.append(f"- `{key}`: {_values(_shown(v) for v in values)}")
+    if at_default:
+        lines.append(f"- at the run schema's defaults: {', '.join(at_default)}")
+    return lines
+
+
+def _shown(value):
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+
+
 def _setup(collected: Collected, opts: ReportOptions) -> list[str]:
     runs, cases = collected.runs, collected.cases
     configs = [json.loads(c) for c in runs["config"]]
@@ -74,8 +92,7 @@ def _setup(collected: Collected, opts: ReportOptions) -> list[str]:
         lines.append(f"| {dataset} | {assignment} | {', '.join(f'{s} ({labels[s]})' for s in sites)} | "
                      f"{', '.join(str(counts[s]) for s in sites)} |")
     lines += ["", f"Methods: {', '.join(method_order(collected, opts))}.", "", "Training settings (from each run's config.json):", ""]
-    for key in TRAIN_KEYS:
-        lines.append(f"- `{key}`: {_values(c.get(key) for c in configs)}")
+    lines += _train_settings(configs)
     params = {m: c.get("method_params") for m, c in zip(runs["method"], configs) if c.get("method_params")}
     for method, value in sorted(params.items()):
         lines.append(f"- `{method}` parameters: `{json.dumps(value, sort_keys=True)}`")

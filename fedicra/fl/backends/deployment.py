@@ -295,15 +295,15 @@ class LocalDeployment:
             time.sleep(0.5)
 
 
-def run(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+def run(experiment, run_dir: Path) -> dict[str, Any]:
+    """One SuperNode per client key of `experiment`; its ServerApp (another process) assembles the same
+    experiment from the configuration it is given."""
     from fedicra.fl.flower_app import ERROR_FILE
-    from fedicra.fl.registry import build_method
-    from fedicra.fl.setup import client_keys, load_manifest
 
     run_dir = Path(run_dir).resolve()
     # The ServerApp and ClientApps run in other working directories.
-    config = {**config, "dataset": str(Path(config["dataset"]).resolve())}
-    keys = client_keys(config, load_manifest(config), build_method(config))
+    config = {**experiment.config, "dataset": str(Path(experiment.config["dataset"]).resolve())}
+    keys = experiment.keys
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
     summary = run_dir / "summary.json"

@@ -6,6 +6,7 @@ conformance suite can inspect exactly what would leave each client.
 from __future__ import annotations
 
 import concurrent.futures
+from pathlib import Path
 from typing import Any
 
 from flwr.app import RecordDict
@@ -54,3 +55,17 @@ class InProcessTransport:
     def restore(self, snap: dict[int, dict]) -> None:
         for site, state in snap.items():
             self.clients[site].restore(state)
+
+
+def run(experiment, run_dir) -> dict[str, Any]:
+    """Every client of `experiment` in this process; a site's own folder for its qualitative sample
+    is the run directory."""
+    from fedicra.fl.setup import make_client
+
+    clients = {key: make_client(experiment.config, experiment.method, key, experiment.manifest)
+               for key in experiment.keys}
+    for client in clients.values():
+        client.samples_dir = Path(run_dir)
+    return experiment.federation(InProcessTransport(clients, timeout=experiment.config["client_timeout"]),
+                                 run_dir).run()
+

@@ -26,14 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from fedicra.errors import UserError
+from fedicra.fl.server import RESUMABLE_CHANGES
 
 STATE_DIR = "state-dir"   # node config key
-IGNORED = ("progress", "device")  # cosmetic or per-host: not part of the run's identity (as for resume)
 _FILE = re.compile(r"^round(\d+)\.pt$")
 
 
 def run_fingerprint(config: dict[str, Any]) -> str:
-    identity = {k: v for k, v in config.items() if k not in IGNORED}
+    # keys a resume may change are not part of the run's identity (as for the server's checkpoint)
+    identity = {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -9,6 +9,7 @@ Ray 2.55 cannot be kept there: its GCS, raylet, workers and driver still listen 
 (`::`) and its runtime-env agent on the machine's address (checked by
 `tests/test_flower_backends.py::test_simulation_backend_ray_listeners`). Ray has no authentication,
 so `run` warns at start; use the simulation backend only on a trusted machine or behind a firewall.
+Ray's agents outlive a SIGKILLed driver; `fedicra.fl.backends.reaper` kills them (tested with SIGKILL).
 """
 from __future__ import annotations
 
@@ -55,20 +56,20 @@ def ray_listeners() -> list[str]:
     return found
 
 
-def run(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+def run(experiment, run_dir: Path) -> dict[str, Any]:
+    """One virtual SuperNode per client key; the ServerApp (in this process) runs `experiment`."""
     import json
 
     from flwr.simulation import run_simulation
 
+    from fedicra.fl.backends.reaper import orphan_reaper
     from fedicra.fl.flower_app import client_app, make_server_app
-    from fedicra.fl.registry import build_method
-    from fedicra.fl.setup import client_keys, load_manifest
 
-    keys = client_keys(config, load_manifest(config), build_method(config))
     run_dir = Path(run_dir)
     print(ray_exposure_warning(), file=sys.stderr, flush=True)
-    run_simulation(server_app=make_server_app(config, run_dir), client_app=client_app,
-                   num_supernodes=len(keys), backend_config=backend_config(config))
+    with orphan_reaper():   # Ray's agents outlive a SIGKILLed launcher otherwise
+        run_simulation(server_app=make_server_app(experiment.config, run_dir, experiment), client_app=client_app,
+                       num_supernodes=len(experiment.keys), backend_config=backend_config(experiment.config))
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():  # run_simulation re-raises ServerApp errors; this is a safety net
         raise RuntimeError(f"{run_dir}: the Flower simulation ended without writing summary.json")
