@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from fedicra.atomic import atomic_write
 from fedicra.errors import UserError
 
 CONFIG = "config.json"
@@ -103,8 +104,6 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> None:
 def write_rounds(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     import pandas as pd
 
-    from fedicra.fl.outputs import atomic_write
-
     frame = pd.DataFrame(rows)
     for column in ROUND_COLUMNS:
         if column not in frame:
@@ -117,8 +116,6 @@ def write_rounds(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 def write_cases(run_dir: Path, rows: list[dict[str, Any]]) -> int:
     """Write cases.csv in the record's column order; returns the row count (summary `num_cases`)."""
     import pandas as pd
-
-    from fedicra.fl.outputs import atomic_write
 
     frame = pd.DataFrame(rows)
     missing = [c for c in CASE_COLUMNS if c not in frame]
@@ -149,8 +146,6 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 def write_site_samples(run_dir: Path, site: int, arrays: dict[str, np.ndarray]) -> Path:
     """Site `site`'s own qualitative sample, written where the site runs (see docs/contracts.md)."""
     import io
-
-    from fedicra.fl.outputs import atomic_write
 
     missing = [k for k in SAMPLE_KINDS if k not in arrays]
     if missing:

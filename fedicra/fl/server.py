@@ -295,7 +295,7 @@ def check_origin(path: Path, origin: dict[str, str] | None, run_dir: Path, resum
 def completed_summary(config: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
     """The summary of a finished run of this configuration in `run_dir`, None when it is not finished;
     a finished run of another configuration is refused (its record is not overwritten)."""
-    summary, written = Path(run_dir) / "summary.json", Path(run_dir) / "config.json"
+    summary, written = Path(run_dir) / record.SUMMARY, Path(run_dir) / record.CONFIG
     if not summary.is_file():
         return None
     try:

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fedicra import record
 from fedicra.errors import UserError
 
 CONNECTION = "fedicra-local"   # name of the SuperLink connection in the private FLWR_HOME
@@ -56,7 +57,7 @@ def current_round(run_dir: Path) -> int:
     import csv
 
     try:
-        with open(Path(run_dir) / "rounds.csv", newline="") as handle:
+        with open(Path(run_dir) / record.ROUNDS, newline="") as handle:
             rounds = [int(row["round"]) for row in csv.DictReader(handle) if row.get("round")]
     except (OSError, ValueError, KeyError):
         rounds = []
@@ -273,7 +274,7 @@ class LocalDeployment:
         from fedicra.fl.flower_app import ERROR_FILE
         from fedicra.fl.server import RunError
 
-        summary, error = self.run_dir / "summary.json", self.run_dir / ERROR_FILE
+        summary, error = self.run_dir / record.SUMMARY, self.run_dir / ERROR_FILE
         next_status = time.monotonic() + STATUS_EVERY_S
         while True:
             if summary.is_file() and summary.stat().st_mtime_ns != previous_summary_mtime:
@@ -306,7 +307,7 @@ def run(experiment, run_dir: Path) -> dict[str, Any]:
     keys = experiment.keys
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
-    summary = run_dir / "summary.json"
+    summary = run_dir / record.SUMMARY
     previous = summary.stat().st_mtime_ns if summary.is_file() else None
     with LocalDeployment(config, run_dir, keys) as deployment:
         deployment.submit()

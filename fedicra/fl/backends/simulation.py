@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fedicra import record
+
 
 def backend_config(config: dict[str, Any]) -> dict[str, Any]:
     resources = config.get("simulation") or {}
@@ -70,7 +72,7 @@ def run(experiment, run_dir: Path) -> dict[str, Any]:
     with orphan_reaper():   # Ray's agents outlive a SIGKILLed launcher otherwise
         run_simulation(server_app=make_server_app(experiment.config, run_dir, experiment), client_app=client_app,
                        num_supernodes=len(experiment.keys), backend_config=backend_config(experiment.config))
-    summary_path = run_dir / "summary.json"
+    summary_path = run_dir / record.SUMMARY
     if not summary_path.is_file():  # run_simulation re-raises ServerApp errors; this is a safety net
         raise RuntimeError(f"{run_dir}: the Flower simulation ended without writing summary.json")
     return json.loads(summary_path.read_text())
