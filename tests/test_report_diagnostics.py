@@ -34,6 +34,11 @@ def test_convergence_gain_flags_still_rising_runs(crossed):
     rounds = pd.DataFrame({"round": [1, 2, 3, 4], "site": 0, "mean_dice": [0.1, 0.5, 0.7, 0.9]})
     assert diagnostics.convergence_gain(rounds) == pytest.approx(0.2)   # last quarter of 4 rounds: 3 -> 4
     assert diagnostics.convergence_gain(rounds.assign(mean_dice=float("nan"))) != 0.0   # NaN: unknown
+    # A plateau seen through a noisy validation split: window means, not the last single round.
+    # (two single rounds, 12 -> 16, would read 0.86 -> 0.88: a 2-point "gain")
+    noisy = pd.DataFrame({"round": range(1, 17), "site": 0, "mean_dice": [0.80, 0.86] * 7 + [0.80, 0.88]})
+    assert diagnostics.convergence_gain(noisy) == pytest.approx((0.80 + 0.86 + 0.80 + 0.88) / 4 - (0.80 + 0.86) / 2)
+    assert diagnostics.convergence_flag(diagnostics.convergence_gain(noisy)) == "converged"
 
 
 def test_identical_methods_and_beaten_bound_are_flagged(crossed):

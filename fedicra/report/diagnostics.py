@@ -1,16 +1,17 @@
 """Honesty checks a reader needs before trusting a table: convergence, bounds beaten, no-effect methods.
 
 - Convergence: the validation mean Dice (mean over sites) gained over the last quarter of the
-  rounds. A run whose gain exceeds `CONVERGED_GAIN` (0.01 = one Dice point) was still learning when
-  it stopped; one without validation scores (val_fraction 0) cannot be judged.
+  rounds, estimated as the mean over the last quarter of the evaluated rounds minus the mean over
+  the quarter before it. Window means, not two single rounds: a validation split of a few cases per
+  site moves by several Dice points from round to round, so a difference of two single rounds
+  flags plateaued runs at random. A run whose gain exceeds `CONVERGED_GAIN` (0.01 = one Dice point)
+  was still learning when it stopped; one without validation scores (val_fraction 0) cannot be judged.
 - Upper bound: `centralized_full` (pooled training on full masks) bounds what weak labels can
   reach; a method whose mean Dice beats it by more than the spread over seeds is flagged.
 - Identical methods: two methods whose per-case numbers are equal everywhere, i.e. one mechanism
   had no measurable effect.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pandas as pd
@@ -20,16 +21,16 @@ UPPER_BOUND = "centralized_full"
 
 
 def convergence_gain(rounds: pd.DataFrame) -> float:
-    """Validation Dice at the last round minus at the round where the last quarter begins (NaN if unknown)."""
+    """Mean validation Dice over the last quarter of the evaluated rounds minus over the quarter before it.
+
+    NaN when fewer than two rounds were evaluated. A quarter is at least one evaluated round.
+    """
     val = rounds[(rounds["site"] >= 0) & rounds["mean_dice"].notna()]
     curve = val.groupby("round")["mean_dice"].mean().sort_index()
     if len(curve) < 2:
         return float("nan")
-    last = int(curve.index.max())
-    start = last - max(1, math.ceil(last / 4))
-    earlier = curve[curve.index <= start]
-    reference = earlier.iloc[-1] if len(earlier) else curve.iloc[0]
-    return float(curve.iloc[-1] - reference)
+    quarter = max(1, len(curve) // 4)
+    return float(curve.iloc[-quarter:].mean() - curve.iloc[-2 * quarter:-quarter].mean())
 
 
 def convergence_flag(gain: float) -> str:

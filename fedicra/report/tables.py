@@ -164,8 +164,8 @@ def convergence_table(runs: pd.DataFrame, methods: list[str]) -> Table:
              _num(r["convergence_gain"] * 100.0, 2), convergence_flag(r["convergence_gain"])]
             for _, r in part.iterrows()]
     flags = [[False] * len(header) for _ in rows]
-    caption = (f"Convergence per run: validation mean Dice (mean over sites) at the last round minus at the start "
-               f"of the last quarter of the rounds; a gain above {CONVERGED_GAIN * 100:g} Dice points means the run "
+    caption = (f"Convergence per run: validation mean Dice (mean over sites), mean over the last quarter of the "
+               f"evaluated rounds minus mean over the quarter before it; a gain above {CONVERGED_GAIN * 100:g} Dice points means the run "
                "was still improving when it stopped (not converged).")
     return Table(caption, header, rows, flags, [r[:] for r in flags], label="tab:convergence")
 
