@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.common.serde import context_from_proto, context_to_proto, message_from_proto, message_to_proto
 from flwr.serverapp import Grid
 
@@ -31,6 +31,7 @@ class LoopbackGrid(Grid):
                                                         state=RecordDict(), run_config={}))
                          for node, cfg in node_configs.items()}
         self.log: list[tuple[int, Message, Message]] = []   # (node, request, reply)
+        self.waiting: dict[str, Message] = {}                # request id -> reply not yet pulled
 
     def set_run(self, run):
         self._run = run
@@ -46,16 +47,13 @@ class LoopbackGrid(Grid):
         return list(self.contexts)
 
     def push_messages(self, messages):
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):
-        raise NotImplementedError
-
-    def send_and_receive(self, messages, *, timeout=None):
-        replies = []
+        """Deliver each message (ids as the SuperLink gives them); its reply waits to be pulled."""
+        ids = []
         for message in messages:
             node = message.metadata.dst_node_id
             message = message_from_proto(message_to_proto(message))
+            message.metadata.__dict__["_message_id"] = message.object_id
+            ids.append(message.metadata.message_id)
             context = context_from_proto(self.contexts[node])
             outcome = self.fail(node, message)
             if outcome == "silent":
@@ -66,8 +64,14 @@ class LoopbackGrid(Grid):
                 reply = Message(Error(code=1, reason=f"{type(err).__name__}: {err}"), reply_to=message)
             self.contexts[node] = context_to_proto(context)
             self.log.append((node, message, reply))
-            replies.append(message_from_proto(message_to_proto(reply)))
-        return replies
+            self.waiting[message.metadata.message_id] = message_from_proto(message_to_proto(reply))
+        return ids
+
+    def pull_messages(self, message_ids):
+        return [self.waiting.pop(i) for i in message_ids if i in self.waiting]
+
+    def send_and_receive(self, messages, *, timeout=None):
+        raise AssertionError("the transport polls with push_messages / pull_messages (send_and_receive sleeps 3 s)")
 
 
 @pytest.fixture
@@ -225,6 +229,32 @@ def test_allow_failures_drops_a_silent_site_for_the_round(reference, task_identi
     assert "site 1 failed in round 2: TimeoutError: no reply within 5 s" in capsys.readouterr().out
     cases = pd.read_csv(tmp_path / "cases.csv")
     assert set(cases["site"]) == {0, 1}
+
+
+class SlowGrid(LoopbackGrid):
+    """Replies become visible only after `delay_pulls` pulls, as on a SuperLink while nodes work."""
+
+    def __init__(self, *args, delay_pulls=3, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.delay_pulls, self.pulls = delay_pulls, 0
+
+    def pull_messages(self, message_ids):
+        self.pulls += 1
+        return super().pull_messages(message_ids) if self.pulls > self.delay_pulls else []
+
+
+def test_exchange_polls_quickly_keeps_message_order_and_honours_the_timeout(reference, task_identity):
+    grid = SlowGrid(flower_app.client_app, {1: {"site": "1"}, 2: {"site": "0"}})
+    messages = [Message(content=RecordDict({"config": ConfigRecord({flower_app.RUN_CONFIG: json.dumps(reference[0])})}),
+                        dst_node_id=node, message_type="query", group_id="connect") for node in (2, 1)]
+    began = time.monotonic()
+    replies = flower_app.exchange(grid, messages, timeout=30)
+    assert time.monotonic() - began < 3 * flower_app.REPLY_POLL_S + 1.0   # not send_and_receive's 3 s per pull
+    assert [r.metadata.src_node_id for r in replies] == [2, 1] and grid.pulls == 4
+    grid = SlowGrid(flower_app.client_app, {1: {"site": "0"}}, delay_pulls=10**6)
+    began = time.monotonic()
+    assert flower_app.exchange(grid, messages[1:], timeout=0.5) == []
+    assert 0.5 <= time.monotonic() - began < 2.0
 
 
 def test_node_for_a_site_outside_the_run_is_rejected(reference, task_identity, tmp_path):
