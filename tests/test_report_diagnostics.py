@@ -28,7 +28,8 @@ def crossed(tmp_path_factory):
 
 def test_convergence_gain_flags_still_rising_runs(crossed):
     _, col = crossed
-    flags = col.runs.set_index(["assignment", "method", "seed"])["convergence_gain"].map(diagnostics.convergence_flag)
+    flags = diagnostics.convergence_flags(col.runs).set_axis(
+        pd.MultiIndex.from_frame(col.runs[["assignment", "method", "seed"]]))
     assert (flags.xs("fedicra", level="method") == "not converged").all()
     assert (flags.xs("fedavg", level="method") == "converged").all()
     rounds = pd.DataFrame({"round": [1, 2, 3, 4], "site": 0, "mean_dice": [0.1, 0.5, 0.7, 0.9]})
@@ -39,6 +40,18 @@ def test_convergence_gain_flags_still_rising_runs(crossed):
     noisy = pd.DataFrame({"round": range(1, 17), "site": 0, "mean_dice": [0.80, 0.86] * 7 + [0.80, 0.88]})
     assert diagnostics.convergence_gain(noisy) == pytest.approx((0.80 + 0.86 + 0.80 + 0.88) / 4 - (0.80 + 0.86) / 2)
     assert diagnostics.convergence_flag(diagnostics.convergence_gain(noisy)) == "converged"
+    # A gain above one point that noise explains (p >= 0.05) is not "still improving"; a steady rise is.
+    wobbly = pd.DataFrame({"round": range(1, 17), "site": 0,
+                           "mean_dice": [0.80, 0.86] * 6 + [0.80, 0.90, 0.80, 0.90]})
+    gain, p = diagnostics.convergence_gain(wobbly), diagnostics.convergence_p(wobbly)
+    assert gain > diagnostics.CONVERGED_GAIN and p >= diagnostics.CONVERGED_ALPHA
+    assert diagnostics.convergence_flag(gain, p) == "converged"
+    assert diagnostics.convergence_flag(gain) == "not converged"   # untestable: the gain alone decides
+    rising = pd.DataFrame({"round": range(1, 17), "site": 0,
+                           "mean_dice": [0.5 + 0.025 * r + (0.005 if r % 2 else -0.005) for r in range(16)]})
+    assert diagnostics.convergence_p(rising) < diagnostics.CONVERGED_ALPHA
+    assert diagnostics.convergence_flag(diagnostics.convergence_gain(rising), diagnostics.convergence_p(rising)) \
+        == "not converged"
 
 
 def test_identical_methods_and_beaten_bound_are_flagged(crossed):

@@ -71,7 +71,7 @@ def find_runs(root: Path) -> list[Path]:
 
 def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """(cases, run row, rounds) of one run directory, validated by `fedicra.record.check` first."""
-    from fedicra.report.diagnostics import convergence_gain
+    from fedicra.report.diagnostics import convergence_gain, convergence_p
 
     run_dir = Path(run_dir)
     keys = run_keys(run_dir)
@@ -107,6 +107,7 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
         "gpu": environment.get("gpu"),
         "precision": environment.get("precision", "fp32"),
         "convergence_gain": convergence_gain(rounds),
+        "convergence_p": convergence_p(rounds),
         "faithful": summary["protocol"].get("faithful", config.get("faithful")),
         "protocol": json.dumps(summary["protocol"], sort_keys=True),
         "environment": json.dumps(environment, sort_keys=True),

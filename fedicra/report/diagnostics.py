@@ -5,7 +5,9 @@
   the quarter before it. Window means, not two single rounds: a validation split of a few cases per
   site moves by several Dice points from round to round, so a difference of two single rounds
   flags plateaued runs at random. A run whose gain exceeds `CONVERGED_GAIN` (0.01 = one Dice point)
-  was still learning when it stopped; one without validation scores (val_fraction 0) cannot be judged.
+  and is not noise (one-sided Welch t-test of the two quarters, p < `CONVERGED_ALPHA`) was still
+  learning when it stopped; one without validation scores (val_fraction 0) cannot be judged. Rounds
+  are autocorrelated, so the test overstates the evidence: it errs towards "not converged".
 - Upper bound: `centralized_full` (pooled training on full masks) bounds what weak labels can
   reach; a method whose mean Dice beats it by more than the spread over seeds is flagged.
 - Identical methods: two methods whose per-case numbers are equal everywhere, i.e. one mechanism
@@ -17,26 +19,52 @@ import numpy as np
 import pandas as pd
 
 CONVERGED_GAIN = 0.01
+CONVERGED_ALPHA = 0.05
 UPPER_BOUND = "centralized_full"
 
 
-def convergence_gain(rounds: pd.DataFrame) -> float:
-    """Mean validation Dice over the last quarter of the evaluated rounds minus over the quarter before it.
-
-    NaN when fewer than two rounds were evaluated. A quarter is at least one evaluated round.
-    """
+def _last_quarters(rounds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """Validation mean Dice (mean over sites) of the last quarter of the evaluated rounds and of the
+    quarter before it (a quarter is at least one round); None when fewer than two rounds were evaluated."""
     val = rounds[(rounds["site"] >= 0) & rounds["mean_dice"].notna()]
-    curve = val.groupby("round")["mean_dice"].mean().sort_index()
+    curve = val.groupby("round")["mean_dice"].mean().sort_index().to_numpy()
     if len(curve) < 2:
-        return float("nan")
+        return None
     quarter = max(1, len(curve) // 4)
-    return float(curve.iloc[-quarter:].mean() - curve.iloc[-2 * quarter:-quarter].mean())
+    return curve[-quarter:], curve[-2 * quarter:-quarter]
 
 
-def convergence_flag(gain: float) -> str:
+def convergence_gain(rounds: pd.DataFrame) -> float:
+    """Mean validation Dice over the last quarter of the evaluated rounds minus over the quarter before it."""
+    windows = _last_quarters(rounds)
+    return float("nan") if windows is None else float(windows[0].mean() - windows[1].mean())
+
+
+def convergence_p(rounds: pd.DataFrame) -> float:
+    """One-sided Welch t-test that the last quarter's validation Dice is higher than the quarter before
+    (scipy); NaN with fewer than two rounds per quarter or no spread."""
+    from scipy import stats
+
+    windows = _last_quarters(rounds)
+    if windows is None or min(len(w) for w in windows) < 2:
+        return float("nan")
+    with np.errstate(all="ignore"):
+        return float(stats.ttest_ind(*windows, equal_var=False, alternative="greater").pvalue)
+
+
+def convergence_flag(gain: float, p: float = float("nan")) -> str:
+    """`not converged` when the gain exceeds CONVERGED_GAIN and is not noise (p < CONVERGED_ALPHA; a
+    run too short to test is judged by its gain alone)."""
     if not np.isfinite(gain):
         return "unknown (no validation split)"
-    return "not converged" if gain > CONVERGED_GAIN else "converged"
+    rising = gain > CONVERGED_GAIN and not (np.isfinite(p) and p >= CONVERGED_ALPHA)
+    return "not converged" if rising else "converged"
+
+
+def convergence_flags(runs: pd.DataFrame) -> pd.Series:
+    """`convergence_flag` of every row of a collected runs table."""
+    return pd.Series([convergence_flag(g, p) for g, p in zip(runs["convergence_gain"], runs["convergence_p"])],
+                     index=runs.index, dtype=object)
 
 
 def identical_methods(cases: pd.DataFrame) -> list[tuple[str, str]]:

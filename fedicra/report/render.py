@@ -122,12 +122,12 @@ def _environment(collected: Collected) -> list[str]:
 def _warnings(collected: Collected, opts: ReportOptions) -> list[str]:
     """Banners a reader must see before the tables: unconverged runs, a beaten bound, no-effect methods."""
     runs, lines = collected.runs, []
-    flags = runs["convergence_gain"].map(diagnostics.convergence_flag)
+    flags = diagnostics.convergence_flags(runs)
     late = runs[flags == "not converged"]
     if len(late):
         lines.append(f"> **Not converged: {len(late)} of {len(runs)} runs** were still improving at their last "
                      f"round (validation Dice gained more than {diagnostics.CONVERGED_GAIN * 100:g} points over the "
-                     "last quarter of the rounds; see the convergence table). This report is a quick look, not a "
+                     f"last quarter of the rounds, p < {diagnostics.CONVERGED_ALPHA:g}; see the convergence table). This report is a quick look, not a "
                      "result: use a converged configuration (e.g. `config/converged.yaml`) for conclusions.")
     unknown = int((flags == "unknown (no validation split)").sum())
     if unknown:

@@ -155,18 +155,20 @@ def generalization_table(gen: pd.DataFrame, methods: list[str]) -> Table:
 
 def convergence_table(runs: pd.DataFrame, methods: list[str]) -> Table:
     """Per run: the validation Dice gained over the last quarter of rounds and the resulting flag."""
-    from fedicra.report.diagnostics import CONVERGED_GAIN, convergence_flag
+    from fedicra.report.diagnostics import CONVERGED_ALPHA, CONVERGED_GAIN, convergence_flag
 
-    header = ["Dataset", "Assignment", "Method", "Seed", "Rounds", "Val. Dice gain, last quarter (%)", "Status"]
+    header = ["Dataset", "Assignment", "Method", "Seed", "Rounds", "Val. Dice gain, last quarter (%)", "p", "Status"]
     order = {m: i for i, m in enumerate(methods)}
     part = runs.assign(_o=runs["method"].map(order)).sort_values(["dataset", "assignment", "_o", "method", "seed"])
     rows = [[r["dataset"], r["assignment"], r["method"], str(r["seed"]), str(r["rounds"]),
-             _num(r["convergence_gain"] * 100.0, 2), convergence_flag(r["convergence_gain"])]
+             _num(r["convergence_gain"] * 100.0, 2), _num(r["convergence_p"], 3),
+             convergence_flag(r["convergence_gain"], r["convergence_p"])]
             for _, r in part.iterrows()]
     flags = [[False] * len(header) for _ in rows]
     caption = (f"Convergence per run: validation mean Dice (mean over sites), mean over the last quarter of the "
-               f"evaluated rounds minus mean over the quarter before it; a gain above {CONVERGED_GAIN * 100:g} Dice points means the run "
-               "was still improving when it stopped (not converged).")
+               f"evaluated rounds minus mean over the quarter before it; p: one-sided Welch t-test that the last "
+               f"quarter is higher. A gain above {CONVERGED_GAIN * 100:g} Dice points with p < {CONVERGED_ALPHA:g} (or "
+               "too few rounds to test) means the run was still improving when it stopped (not converged).")
     return Table(caption, header, rows, flags, [r[:] for r in flags], label="tab:convergence")
 
 
