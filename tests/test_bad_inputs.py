@@ -140,7 +140,7 @@ def saved_checkpoint_bytes(tmp_path_factory, tiny_faz):
     from helpers import tiny_config
 
     out = tmp_path_factory.mktemp("ckpt")
-    run_experiment(tiny_config(tiny_faz, rounds=1, local_steps=1), out)
+    run_experiment(tiny_config(tiny_faz, rounds=1, local_steps=1, checkpoint_every=1), out)
     return (out / "checkpoints" / "federation.pt").read_bytes()
 
 

@@ -128,14 +128,14 @@ def _files(root):
 def test_resume_refuses_a_different_config_and_leaves_the_record_whole(tiny_faz, tmp_path):
     from fedicra.fl.runner import run_experiment
 
-    run_experiment(tiny_config(tiny_faz, rounds=1), tmp_path)
+    run_experiment(tiny_config(tiny_faz, rounds=1, checkpoint_every=1), tmp_path)
     before = _files(tmp_path)
     with pytest.raises(UserError, match="different configuration"):
-        run_experiment(tiny_config(tiny_faz, rounds=1, lr=0.5), tmp_path)
+        run_experiment(tiny_config(tiny_faz, rounds=1, lr=0.5, checkpoint_every=1), tmp_path)
     (tmp_path / "summary.json").unlink()   # interrupted before the end: the checkpoint check refuses it
     del before[Path("summary.json")]
     with pytest.raises(UserError, match="different configuration"):
-        run_experiment(tiny_config(tiny_faz, rounds=1, lr=0.5), tmp_path)
+        run_experiment(tiny_config(tiny_faz, rounds=1, lr=0.5, checkpoint_every=1), tmp_path)
     assert _files(tmp_path) == before, "a refused resume touched the run directory (config.json?)"
 
 
@@ -189,7 +189,7 @@ def test_stale_temporaries_go_and_outputs_follow_the_umask(tiny_faz, tmp_path):
     stale.write_bytes(b"x" * 1000)   # what a writer killed mid-checkpoint leaves
     old = os.umask(0o022)
     try:
-        run_experiment(tiny_config(tiny_faz, rounds=1, local_steps=1), tmp_path)
+        run_experiment(tiny_config(tiny_faz, rounds=1, local_steps=1, checkpoint_every=1), tmp_path)
     finally:
         os.umask(old)
     assert not stale.exists()

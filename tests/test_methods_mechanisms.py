@@ -72,7 +72,7 @@ def test_metafed_enters_both_phases_and_distils(faz_root, tmp_path):
 
 
 def test_fedap_aggregation_weights_are_not_uniform(faz_root, tmp_path):
-    config = config_for(faz_root, "fedap")
+    config = config_for(faz_root, "fedap", checkpoint_every=1)   # the server state is read from the checkpoint
     run(config, tmp_path)
     state = torch.load(tmp_path / "checkpoints" / "federation.pt", weights_only=False)["state"]
     weights = state["weights"]

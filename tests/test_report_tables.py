@@ -98,6 +98,17 @@ def test_friedman_nemenyi_ranks_best_method_first(bench):
     assert stats.friedman_nemenyi(cases[cases["method"].isin(["fedavg", "fedbn"])]) is None
 
 
+def test_cost_table_shows_the_gradient_steps_each_site_took(real_runs):
+    from fedicra.report.tables import cost_table, to_markdown
+
+    col = collect.collect(collect.find_runs(real_runs))
+    md = to_markdown(cost_table(col.runs, "faz32", "upstream", ["fedavg", "local"]))
+    assert "Gradient steps per site" in md
+    assert "| fedavg | 4 |" in md and "| local | 4 |" in md   # 2 rounds x 2 local steps, every site
+    uneven = col.runs.assign(gradient_steps_max=col.runs["gradient_steps_max"] + (col.runs["method"] == "fedavg") * 4)
+    assert "| fedavg | 4–8 |" in to_markdown(cost_table(uneven, "faz32", "upstream", ["fedavg", "local"]))
+
+
 def test_write_tables_md_and_tex(bench, tmp_path):
     _, col = bench
     opts = build.ReportOptions(methods=METHODS)

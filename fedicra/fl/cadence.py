@@ -4,9 +4,11 @@ A checkpoint is insurance: it costs a write of every client's state, and it pays
 dies. `checkpoint_every: N` writes after every N-th round; `auto` (the default) is time-based and
 keeps the writes under BUDGET of the round loop's wall time: after a write that took c seconds the
 next one waits until the rounds since have taken at least max(MIN_INTERVAL_S, c / BUDGET)
-seconds. The last round is always written, so a run that dies in its final evaluation repeats only
-that. A resumed run is bit-identical whichever round its checkpoint holds, because every random
-draw is keyed by (seed, site, step) and the checkpoint holds the full state of that round.
+seconds, the last round included: a run that dies loses at most that much of its rounds, and a run
+shorter than MIN_INTERVAL_S writes none (a forced final write cost a 6 s run 2.6 %, measured by
+benchmarks/bench_engine_overhead.py). A fixed N writes every N-th round and the last. A resumed run
+is bit-identical whichever round its checkpoint holds, because every random draw is keyed by
+(seed, site, step) and the checkpoint holds the full state of that round.
 """
 from __future__ import annotations
 
@@ -26,10 +28,8 @@ class CheckpointCadence:
         self.writes = 0
 
     def due(self, round_: int, total: int) -> bool:
-        if round_ == total:
-            return True
         if self.every != "auto":
-            return round_ % int(self.every) == 0
+            return round_ % int(self.every) == 0 or round_ == total
         return self.clock() - self.since >= max(MIN_INTERVAL_S, self.last_cost / BUDGET)
 
     def write(self, save: Callable[[], None]) -> None:

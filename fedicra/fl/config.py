@@ -60,7 +60,8 @@ RUN_SCHEMA: dict[str, Any] = {
                                      "auto = bf16 on CUDA, fp32 otherwise; the run records the resolved value"},
         "backend": {"type": "string", "enum": ["inprocess", "simulation", "deployment"], "default": "inprocess"},
         "checkpoint_every": {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "auto"}], "default": "auto",
-                             "description": "rounds between checkpoints, or auto: time-based, under 2% of the run "
+                             "description": "rounds between checkpoints (and the last round), or auto: "
+                                            "time-based, under 2% of the run, none in a run under a minute "
                                             "(see fedicra.fl.cadence)"},
         "allow_failures": {"type": "boolean", "default": False,
                            "description": "drop a failing site for the round instead of stopping the run"},

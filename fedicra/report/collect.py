@@ -103,6 +103,9 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
         "peak_rss_mb": summary["peak_rss_mb"],
         "peak_gpu_mb": summary["peak_gpu_mb"],
         "num_cases": summary["num_cases"],
+        # optimizer steps per trained site (the equal budget; a declared second model doubles it)
+        "gradient_steps_min": min(summary["gradient_steps"].values(), default=0),
+        "gradient_steps_max": max(summary["gradient_steps"].values(), default=0),
         "device": environment.get("device"),
         "gpu": environment.get("gpu"),
         "precision": environment.get("precision", "fp32"),

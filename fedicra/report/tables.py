@@ -173,16 +173,18 @@ def convergence_table(runs: pd.DataFrame, methods: list[str]) -> Table:
 
 
 def cost_table(runs: pd.DataFrame, dataset: str, assignment: str, methods: list[str]) -> Table:
-    """Communication, wall-clock and memory per method (mean over seeds)."""
+    """Gradient steps per site, communication, wall-clock and memory per method (mean over seeds)."""
     part = runs[(runs["dataset"] == dataset) & (runs["assignment"] == assignment)]
     means = part.groupby("method")[["mb_per_round", "wall_clock_s", "peak_rss_mb", "peak_gpu_mb"]].mean()
+    steps = part.groupby("method").agg(low=("gradient_steps_min", "min"), high=("gradient_steps_max", "max"))
     order = [m for m in methods if m in means.index] + sorted(set(means.index) - set(methods))
-    header = ["Method", "MB per round (up+down)", "Wall-clock (min)", "Peak RSS (MB)", "Peak GPU (MB)"]
+    header = ["Method", "Gradient steps per site", "MB per round (up+down)", "Wall-clock (min)", "Peak RSS (MB)",
+              "Peak GPU (MB)"]
     rows = []
     for method in order:
-        m = means.loc[method]
-        rows.append([method, _num(m["mb_per_round"], 3), _num(m["wall_clock_s"] / 60.0, 2),
-                     _num(m["peak_rss_mb"], 0), _num(m["peak_gpu_mb"], 0)])
+        m, low, high = means.loc[method], int(steps.loc[method, "low"]), int(steps.loc[method, "high"])
+        rows.append([method, str(low) if low == high else f"{low}–{high}", _num(m["mb_per_round"], 3),
+                     _num(m["wall_clock_s"] / 60.0, 2), _num(m["peak_rss_mb"], 0), _num(m["peak_gpu_mb"], 0)])
     flags = [[False] * len(header) for _ in rows]
     return Table(f"{dataset}, assignment {assignment}: cost per run (mean over seeds).", header, rows,
                  flags, [r[:] for r in flags], label=f"tab:{dataset}-{assignment}-cost")
