@@ -1,4 +1,5 @@
 """Convergence, bound, identical-method, fairness, label-kind and label-efficiency analyses on fakes."""
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -41,16 +42,21 @@ def test_convergence_gain_flags_still_rising_runs(crossed):
     assert diagnostics.convergence_gain(noisy) == pytest.approx((0.80 + 0.86 + 0.80 + 0.88) / 4 - (0.80 + 0.86) / 2)
     assert diagnostics.convergence_flag(diagnostics.convergence_gain(noisy)) == "converged"
     # A gain above one point that noise explains (p >= 0.05) is not "still improving"; a steady rise is.
-    wobbly = pd.DataFrame({"round": range(1, 17), "site": 0,
-                           "mean_dice": [0.80, 0.86] * 6 + [0.80, 0.90, 0.80, 0.90]})
+    wobbly = pd.DataFrame({"round": range(1, 25), "site": 0,
+                           "mean_dice": [0.80, 0.86] * 9 + [0.80, 0.90] * 3})
     gain, p = diagnostics.convergence_gain(wobbly), diagnostics.convergence_p(wobbly)
     assert gain > diagnostics.CONVERGED_GAIN and p >= diagnostics.CONVERGED_ALPHA
     assert diagnostics.convergence_flag(gain, p) == "converged"
     assert diagnostics.convergence_flag(gain) == "not converged"   # untestable: the gain alone decides
-    rising = pd.DataFrame({"round": range(1, 17), "site": 0,
-                           "mean_dice": [0.5 + 0.025 * r + (0.005 if r % 2 else -0.005) for r in range(16)]})
+    rising = pd.DataFrame({"round": range(1, 25), "site": 0,
+                           "mean_dice": [0.5 + 0.015 * r + (0.005 if r % 2 else -0.005) for r in range(24)]})
     assert diagnostics.convergence_p(rising) < diagnostics.CONVERGED_ALPHA
     assert diagnostics.convergence_flag(diagnostics.convergence_gain(rising), diagnostics.convergence_p(rising)) \
+        == "not converged"
+    # A short run (fewer than MIN_TEST_ROUNDS per quarter) is not excused by a test without power.
+    short = pd.DataFrame({"round": range(1, 17), "site": 0, "mean_dice": [0.80, 0.86] * 6 + [0.80, 0.90] * 2})
+    assert np.isnan(diagnostics.convergence_p(short)) and diagnostics.convergence_gain(short) > diagnostics.CONVERGED_GAIN
+    assert diagnostics.convergence_flag(diagnostics.convergence_gain(short), diagnostics.convergence_p(short)) \
         == "not converged"
 
 

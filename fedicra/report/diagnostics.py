@@ -5,7 +5,8 @@
   the quarter before it. Window means, not two single rounds: a validation split of a few cases per
   site moves by several Dice points from round to round, so a difference of two single rounds
   flags plateaued runs at random. A run whose gain exceeds `CONVERGED_GAIN` (0.01 = one Dice point)
-  and is not noise (one-sided Welch t-test of the two quarters, p < `CONVERGED_ALPHA`) was still
+  and is not noise (one-sided Welch t-test of the two quarters, p < `CONVERGED_ALPHA`; runs with
+  fewer than `MIN_TEST_ROUNDS` evaluated rounds per quarter are judged by the gain alone) was still
   learning when it stopped; one without validation scores (val_fraction 0) cannot be judged. Rounds
   are autocorrelated, so the test overstates the evidence: it errs towards "not converged".
 - Upper bound: `centralized_full` (pooled training on full masks) bounds what weak labels can
@@ -20,6 +21,7 @@ import pandas as pd
 
 CONVERGED_GAIN = 0.01
 CONVERGED_ALPHA = 0.05
+MIN_TEST_ROUNDS = 5     # evaluated rounds per quarter below which the test has no power: the gain decides
 UPPER_BOUND = "centralized_full"
 
 
@@ -42,11 +44,12 @@ def convergence_gain(rounds: pd.DataFrame) -> float:
 
 def convergence_p(rounds: pd.DataFrame) -> float:
     """One-sided Welch t-test that the last quarter's validation Dice is higher than the quarter before
-    (scipy); NaN with fewer than two rounds per quarter or no spread."""
+    (scipy); NaN with fewer than MIN_TEST_ROUNDS evaluated rounds per quarter (a short run's gain is
+    judged alone, not excused by a test without power) or no spread."""
     from scipy import stats
 
     windows = _last_quarters(rounds)
-    if windows is None or min(len(w) for w in windows) < 2:
+    if windows is None or min(len(w) for w in windows) < MIN_TEST_ROUNDS:
         return float("nan")
     with np.errstate(all="ignore"):
         return float(stats.ttest_ind(*windows, equal_var=False, alternative="greater").pvalue)

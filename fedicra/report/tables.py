@@ -155,7 +155,7 @@ def generalization_table(gen: pd.DataFrame, methods: list[str]) -> Table:
 
 def convergence_table(runs: pd.DataFrame, methods: list[str]) -> Table:
     """Per run: the validation Dice gained over the last quarter of rounds and the resulting flag."""
-    from fedicra.report.diagnostics import CONVERGED_ALPHA, CONVERGED_GAIN, convergence_flag
+    from fedicra.report.diagnostics import CONVERGED_ALPHA, CONVERGED_GAIN, MIN_TEST_ROUNDS, convergence_flag
 
     header = ["Dataset", "Assignment", "Method", "Seed", "Rounds", "Val. Dice gain, last quarter (%)", "p", "Status"]
     order = {m: i for i, m in enumerate(methods)}
@@ -168,7 +168,7 @@ def convergence_table(runs: pd.DataFrame, methods: list[str]) -> Table:
     caption = (f"Convergence per run: validation mean Dice (mean over sites), mean over the last quarter of the "
                f"evaluated rounds minus mean over the quarter before it; p: one-sided Welch t-test that the last "
                f"quarter is higher. A gain above {CONVERGED_GAIN * 100:g} Dice points with p < {CONVERGED_ALPHA:g} (or "
-               "too few rounds to test) means the run was still improving when it stopped (not converged).")
+               f"fewer than {MIN_TEST_ROUNDS} evaluated rounds per quarter to test) means the run was still improving when it stopped (not converged).")
     return Table(caption, header, rows, flags, [r[:] for r in flags], label="tab:convergence")
 
 
