@@ -127,7 +127,8 @@ def _warnings(collected: Collected, opts: ReportOptions) -> list[str]:
     if len(late):
         lines.append(f"> **Not converged: {len(late)} of {len(runs)} runs** were still improving at their last "
                      f"round (validation Dice gained more than {diagnostics.CONVERGED_GAIN * 100:g} points over the "
-                     f"last quarter of the rounds, p < {diagnostics.CONVERGED_ALPHA:g}; see the convergence table). This report is a quick look, not a "
+                     "last quarter of the rounds, beyond noise where a quarter has "
+                     f"{diagnostics.MIN_TEST_ROUNDS}+ rounds to test; see the convergence table). This report is a quick look, not a "
                      "result: use a converged configuration (e.g. `config/converged.yaml`) for conclusions.")
     unknown = int((flags == "unknown (no validation split)").sum())
     if unknown:
