@@ -115,7 +115,8 @@ def assert_same_results(run_dir: Path, reference) -> None:
 
 def test_loopback_flower_path_matches_inprocess_and_keeps_fedbn_personal(reference, task_identity, tmp_path,
                                                                          node_state_home):
-    config = flower_config(reference, backend="deployment")
+    # checkpoint every round: the nodes prune their states to the server's checkpoint round (asserted below)
+    config = flower_config(reference, backend="deployment", checkpoint_every=1)
     # Node ids deliberately unrelated to site order: the query message must map them.
     grid = LoopbackGrid(flower_app.client_app, {71: {"site": "1"}, 13: {"site": "0"}})
     run_dir = tmp_path / "run"
@@ -439,7 +440,8 @@ def test_deployment_killed_node_then_killed_launcher_resumes_to_identical_cases(
     import yaml
 
     # threads=1 as in this test process: torch's CPU kernels give the same bits only at the same thread count
-    config = flower_config(reference, rounds=3, threads=1)
+    # checkpoint every round: the resume starts from the server's checkpoint and the nodes' own states
+    config = flower_config(reference, rounds=3, threads=1, checkpoint_every=1)
     uninterrupted = tmp_path / "inprocess"
     run_experiment(config, uninterrupted)
     run_dir = tmp_path / "run"
