@@ -75,7 +75,7 @@ def main(argv=None) -> None:
             raise SystemExit(f"{args.small} and {args.large}: no method and seed finished in both")
         print(f"\ntest Dice (%), personalized model, selection {selection}; change = larger - smaller budget, "
               "mean (std) over seeds; p: Wilcoxon over paired cases; flags per seed (report's convergence rule)")
-        print(table.to_markdown(index=False, floatfmt=".2f"))
+        print(table.round(3).to_string(index=False))
 
 
 if __name__ == "__main__":
