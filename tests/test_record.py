@@ -88,3 +88,16 @@ def test_contracts_doc_matches_the_record_module():
             *record.MEANS, *(f"{m}_<s>" for m in record.METRICS)]
     missing = [k for k in names + keys if f"`{k}`" not in runs and not re.search(rf"[`{{,\s]{re.escape(k)}[`{{}},\s]", runs)]
     assert not missing, f"docs/contracts.md 'Runs' does not name {missing}"
+
+
+def test_deployment_reads_the_current_round_through_the_record(tmp_path):
+    from fedicra.fl.backends.deployment import current_round
+
+    assert current_round(tmp_path) == 1                      # no rounds.csv yet
+    rows = [{"round": r, "site": s, "train_loss": 0.5, "seconds": 1.0, "bytes_up": 1, "bytes_down": 1}
+            for r in (1, 2) for s in (-1, 0)]
+    record.write_rounds(tmp_path, rows)
+    assert current_round(tmp_path) == 3
+    path = tmp_path / record.ROUNDS
+    path.write_text(path.read_text()[:-3])                    # a torn last line: unreadable, not a crash
+    assert current_round(tmp_path) == 1

@@ -56,15 +56,12 @@ SUPEREXEC_POLL_S = 0.25   # FLWR_SUPEREXEC_TASK_POLL_INTERVAL for the local depl
 
 
 def current_round(run_dir: Path) -> int:
-    """The round a run is in: one after the last round in rounds.csv (1 before any)."""
-    import csv
-
+    """The round a run is in: one after the last round in rounds.csv (1 before any, or while it is unreadable)."""
     try:
-        with open(Path(run_dir) / record.ROUNDS, newline="") as handle:
-            rounds = [int(row["round"]) for row in csv.DictReader(handle) if row.get("round")]
-    except (OSError, ValueError, KeyError):
-        rounds = []
-    return max(rounds, default=0) + 1
+        rounds = record.read_rounds(run_dir)["round"]
+    except record.RecordError:
+        return 1
+    return int(rounds.max()) + 1 if len(rounds) else 1
 
 
 def free_port() -> int:
