@@ -53,6 +53,12 @@ def test_convergence_gain_flags_still_rising_runs(crossed):
     assert diagnostics.convergence_p(rising) < diagnostics.CONVERGED_ALPHA
     assert diagnostics.convergence_flag(diagnostics.convergence_gain(rising), diagnostics.convergence_p(rising)) \
         == "not converged"
+    # The validation peak: the round of the highest mean over sites (two sites here), NaN without scores.
+    two_sites = pd.DataFrame({"round": [1, 1, 2, 2, 3, 3], "site": [0, 1] * 3,
+                              "mean_dice": [0.2, 0.4, 0.9, 0.1, 0.6, 0.6]})   # means 0.3, 0.5, 0.6
+    assert diagnostics.peak_round(two_sites) == 3
+    assert diagnostics.peak_round(pd.concat([two_sites, pd.DataFrame({"round": [4], "site": [-1], "mean_dice": [1.0]})])) == 3
+    assert np.isnan(diagnostics.peak_round(two_sites.assign(mean_dice=float("nan"))))
     # A short run (fewer than MIN_TEST_ROUNDS per quarter) is not excused by a test without power.
     short = pd.DataFrame({"round": range(1, 17), "site": 0, "mean_dice": [0.80, 0.86] * 6 + [0.80, 0.90] * 2})
     assert np.isnan(diagnostics.convergence_p(short)) and diagnostics.convergence_gain(short) > diagnostics.CONVERGED_GAIN
@@ -119,3 +125,16 @@ def test_report_shows_banners_and_draws_label_kind_figure(crossed, tmp_path):
     assert "| synth-faz | keypoint | fedavg |" in (out / "tables" / "label_efficiency.md").read_text()
     for rel in build.expected_outputs(["synth-faz"], ["mask", "rotate0", "rotate1"])["figures"]:
         assert (out / rel).is_file(), rel
+
+
+def test_convergence_table_shows_each_runs_validation_peak(crossed):
+    from fedicra.report import tables
+
+    _, col = crossed
+    table = tables.convergence_table(col.runs, ["fedavg", "twin", "fedicra", "centralized_full"])
+    at = table.header.index("Val. peak round")
+    rows = {(r[1], r[2], r[3]): r for r in table.rows}
+    for _, run in col.runs.iterrows():
+        assert rows[run["assignment"], run["method"], str(run["seed"])][at] == f"{run['val_peak_round']:.0f}"
+    rising = col.runs[col.runs["method"] == "fedicra"]
+    assert (rising["val_peak_round"] == rising["rounds"]).all()      # still rising: the peak is the last round

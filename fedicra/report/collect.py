@@ -71,7 +71,7 @@ def find_runs(root: Path) -> list[Path]:
 
 def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """(cases, run row, rounds) of one run directory, validated by `fedicra.record.check` first."""
-    from fedicra.report.diagnostics import convergence_gain, convergence_p
+    from fedicra.report.diagnostics import convergence_gain, convergence_p, peak_round
 
     run_dir = Path(run_dir)
     keys = run_keys(run_dir)
@@ -111,6 +111,7 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
         "precision": environment.get("precision", "fp32"),
         "convergence_gain": convergence_gain(rounds),
         "convergence_p": convergence_p(rounds),
+        "val_peak_round": peak_round(rounds),
         "faithful": summary["protocol"].get("faithful", config.get("faithful")),
         "protocol": json.dumps(summary["protocol"], sort_keys=True),
         "environment": json.dumps(environment, sort_keys=True),

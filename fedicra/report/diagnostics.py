@@ -9,6 +9,7 @@
   fewer than `MIN_TEST_ROUNDS` evaluated rounds per quarter are judged by the gain alone) was still
   learning when it stopped; one without validation scores (val_fraction 0) cannot be judged. Rounds
   are autocorrelated, so the test overstates the evidence: it errs towards "not converged".
+  The round of the validation peak is kept beside it (`peak_round`).
 - Upper bound: `centralized_full` (pooled training on full masks) bounds what weak labels can
   reach; a method whose mean Dice beats it by more than the spread over seeds is flagged.
 - Identical methods: two methods whose per-case numbers are equal everywhere, i.e. one mechanism
@@ -25,11 +26,16 @@ MIN_TEST_ROUNDS = 5     # evaluated rounds per quarter below which the test has 
 UPPER_BOUND = "centralized_full"
 
 
+def _validation_curve(rounds: pd.DataFrame) -> pd.Series:
+    """Validation mean Dice (mean over sites) per evaluated round, in round order."""
+    val = rounds[(rounds["site"] >= 0) & rounds["mean_dice"].notna()]
+    return val.groupby("round")["mean_dice"].mean().sort_index()
+
+
 def _last_quarters(rounds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
     """Validation mean Dice (mean over sites) of the last quarter of the evaluated rounds and of the
     quarter before it (a quarter is at least one round); None when fewer than two rounds were evaluated."""
-    val = rounds[(rounds["site"] >= 0) & rounds["mean_dice"].notna()]
-    curve = val.groupby("round")["mean_dice"].mean().sort_index().to_numpy()
+    curve = _validation_curve(rounds).to_numpy()
     if len(curve) < 2:
         return None
     quarter = max(1, len(curve) // 4)
@@ -53,6 +59,14 @@ def convergence_p(rounds: pd.DataFrame) -> float:
         return float("nan")
     with np.errstate(all="ignore"):
         return float(stats.ttest_ind(*windows, equal_var=False, alternative="greater").pvalue)
+
+
+def peak_round(rounds: pd.DataFrame) -> float:
+    """The evaluated round of the highest validation mean Dice (NaN without validation scores). Read with
+    the gain: a run that peaked long before its last round and sits below the peak has declined (over-fit
+    its sparse labels, or drifted), which more rounds do not mend."""
+    curve = _validation_curve(rounds)
+    return float(curve.idxmax()) if len(curve) else float("nan")
 
 
 def convergence_flag(gain: float, p: float = float("nan")) -> str:
