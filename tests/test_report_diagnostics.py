@@ -123,6 +123,7 @@ def test_report_shows_banners_and_draws_label_kind_figure(crossed, tmp_path):
     assert "![Dice by annotation type](figures/dice_by_annotation.png)" in report
     assert "`fedicra` beats `fedavg` on average" in report
     assert "| synth-faz | keypoint | fedavg |" in (out / "tables" / "label_efficiency.md").read_text()
+    assert "## Model selection" in report and "| synth-faz | rotate0 | fedicra |" in (out / "tables" / "selection.md").read_text()
     for rel in build.expected_outputs(["synth-faz"], ["mask", "rotate0", "rotate1"])["figures"]:
         assert (out / rel).is_file(), rel
 
@@ -138,3 +139,28 @@ def test_convergence_table_shows_each_runs_validation_peak(crossed):
         assert rows[run["assignment"], run["method"], str(run["seed"])][at] == f"{run['val_peak_round']:.0f}"
     rising = col.runs[col.runs["method"] == "fedicra"]
     assert (rising["val_peak_round"] == rising["rounds"]).all()      # still rising: the peak is the last round
+
+
+def test_selection_effect_measures_the_late_decline_per_seed(crossed):
+    from fedicra.report import tables
+
+    _, col = crossed
+    cases = col.cases.copy()
+    late = (cases["method"] == "fedicra") & (cases["selection"] == "last") & (cases["seed"] == 1)
+    cases.loc[late, "mean_dice"] -= 0.06                     # seed 1 of fedicra declined after its best round
+    effect = diagnostics.selection_effect(cases, "personalized").set_index(
+        ["quantity", "assignment", "method", "column"])["value"]
+    per_seed = lambda sel: (cases[(cases["method"] == "fedicra") & (cases["assignment"] == "rotate0") &
+                                  (cases["model"] == "personalized") & (cases["selection"] == sel)]
+                            .groupby(["seed", "site"])["mean_dice"].mean().groupby("seed").mean())
+    gap = per_seed("best_val") - per_seed("last")
+    assert effect["mean", "rotate0", "fedicra", "best_val - last"] == pytest.approx(gap.mean())
+    assert effect["std", "rotate0", "fedicra", "best_val - last"] == pytest.approx(gap.std())
+    assert effect["mean", "rotate0", "fedicra", "best_val - last"] == pytest.approx(0.02, abs=1e-9)   # 0.06 / 3 seeds
+    assert effect["mean", "rotate0", "fedavg", "best_val - last"] == pytest.approx(0.0, abs=1e-9)
+    assert effect["n_seeds", "rotate0", "fedicra", "last"] == 3
+    table = tables.selection_table(diagnostics.selection_effect(cases, "personalized"), ["fedavg", "fedicra"],
+                                   "personalized", "best_val")
+    assert table.header[-1] == "Best on validation - last (%)"
+    row = next(r for r in table.rows if r[1] == "rotate0" and r[2] == "fedicra")
+    assert row[-1] == f"{100 * gap.mean():.2f} ± {100 * gap.std():.2f}"

@@ -6,7 +6,7 @@ File names are fixed by (dataset, assignment) so the Snakemake rules can declare
 - figures/<dataset>__<assignment>_per_site_dice.{png,pdf}, ..._val_curve.{png,pdf};
 - figures/<dataset>_qualitative.{png,pdf} (primary assignment, first seed);
 - figures/<dataset>__<assignment>_fairness.{png,pdf} (one point per site per method);
-- tables/{fairness,label_efficiency,convergence,generalization}.{md,tex}, tables/numbers.csv (every number);
+- tables/{fairness,label_efficiency,convergence,selection,generalization}.{md,tex}, tables/numbers.csv (every number);
   generalization = leave-one-site-out runs (a note when the grid has none);
 - figures/dice_by_annotation.{png,pdf} (drawn only when the grid separates site and label kind),
   figures/label_efficiency.{png,pdf}, figures/cd_diagram.{png,pdf}.
@@ -24,7 +24,7 @@ from fedicra.report.io import atomic_write_csv, atomic_write_text
 from fedicra.report.stats import compare_methods, friedman_nemenyi, select_protocol, structures
 
 # Tables over the whole report (beside the per-(dataset, assignment) ones) and the summary figures.
-SUMMARY_TABLES = ("ranking", "fairness", "label_efficiency", "convergence", "generalization")
+SUMMARY_TABLES = ("ranking", "fairness", "label_efficiency", "convergence", "selection", "generalization")
 SUMMARY_FIGURES = ("dice_by_annotation", "label_efficiency", "cd_diagram")
 COMBO_FIGURES = ("per_site_dice", "val_curve", "fairness")
 NUMBERS = "numbers.csv"   # every number of the report, long format
@@ -98,12 +98,15 @@ def write_tables(collected: Collected, opts: ReportOptions, out_dir: Path) -> li
     else:
         written += _write_table_pair([tables.efficiency_table(ratios, order)], out_dir / "label_efficiency")
     written += _write_table_pair([tables.convergence_table(collected.runs, order)], out_dir / "convergence")
+    effect = diagnostics.selection_effect(collected.cases, opts.model)
+    written += _write_table_pair([tables.selection_table(effect, order, opts.model, opts.selection)],
+                                 out_dir / "selection")
     gen = generalization.generalization_table(collected.cases)
     if gen.empty:
         written += _write_note_pair(out_dir / "generalization", GENERALIZATION_OFF)
     else:
         written += _write_table_pair([tables.generalization_table(gen, order)], out_dir / "generalization")
-    atomic_write_csv(out_dir / NUMBERS, every_number(collected, opts, cases, fair, ratios, gen))
+    atomic_write_csv(out_dir / NUMBERS, every_number(collected, opts, cases, fair, ratios, gen, effect))
     return written + [out_dir / NUMBERS]
 
 
@@ -111,7 +114,7 @@ GENERALIZATION_OFF = ("Unseen-site generalization not computed: the grid has no 
                       "(set `leave_one_site_out: true` in the workflow config, or `holdout_site` in a run).")
 
 
-def every_number(collected: Collected, opts: ReportOptions, cases, fair, ratios, gen):
+def every_number(collected: Collected, opts: ReportOptions, cases, fair, ratios, gen, effect):
     """One long table (section, dataset, assignment, method, site, quantity, value) of the report's numbers."""
     import pandas as pd
 
@@ -133,6 +136,8 @@ def every_number(collected: Collected, opts: ReportOptions, cases, fair, ratios,
         for column in [c for c in gen.columns if c.startswith(generalization.METRICS) or c == "worst_site_dice"]:
             parts.append(gen.assign(section="generalization", site="held-out (" + gen["model"] + ")",
                                     quantity=column, value=gen[column]))
+    parts.append(effect.assign(section="selection", site="average",
+                               quantity="dice_" + effect["column"].str.replace(" - ", "_minus_") + "_" + effect["quantity"]))
     runs = collected.runs
     for column in ("convergence_gain", "convergence_p", "val_peak_round", "wall_clock_s", "mb_per_round", "peak_rss_mb", "peak_gpu_mb"):
         parts.append(runs.assign(section="runs", site="seed" + runs["seed"].astype(str), quantity=column,

@@ -122,6 +122,28 @@ def beats_upper_bound(cases: pd.DataFrame) -> list[dict]:
     return found
 
 
+def selection_effect(cases: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Average test Dice of `model` under every round selection present (record.SELECTIONS), per
+    (dataset, assignment, method): per seed the mean over sites of the site means, then mean, std and
+    count over seeds; plus `best_val - last` (per seed, then mean and std). A large positive difference
+    says the model declined late in training, so the ranking can depend on the selection rule."""
+    from fedicra import record
+
+    picked = cases[cases["model"] == model]
+    keys = ["dataset", "assignment", "method"]
+    per_seed = (picked.groupby(keys + ["selection", "seed", "site"])["mean_dice"].mean()
+                .groupby(level=keys + ["selection", "seed"]).mean().unstack("selection"))
+    columns = [s for s in record.SELECTIONS if s in per_seed.columns]
+    if {"best_val", "last"} <= set(columns):
+        per_seed["best_val - last"] = per_seed["best_val"] - per_seed["last"]
+        columns.append("best_val - last")
+    grouped = per_seed[columns].groupby(level=keys)
+    summary = pd.concat({"mean": grouped.mean(), "std": grouped.std(), "n_seeds": grouped.count()}, names=["quantity"])
+    # melt keeps a NaN std (one seed) as a row on every pandas version; stack drops it on older ones
+    return summary.rename_axis(columns=None).reset_index().melt(id_vars=["quantity", *keys], var_name="column",
+                                                                value_name="value")
+
+
 def separates_label_kind(cases: pd.DataFrame) -> bool:
     """True when, in every dataset, sites train with several label kinds across assignments and every
     label kind is used at two sites or more (rotations, a Latin square). With one assignment site and

@@ -207,6 +207,7 @@ def render_report(collected: Collected, opts: ReportOptions, out: Path, tables_d
                   "the same factor. A grid with several assignments (e.g. `rotate0` .. `rotate4`) separates them.", ""]
     lines += ["## Unseen-site generalization", "", (Path(tables_dir) / "generalization.md").read_text(encoding="utf-8"), ""]
     lines += ["## Convergence", "", (Path(tables_dir) / "convergence.md").read_text(encoding="utf-8"), ""]
+    lines += ["## Model selection", "", (Path(tables_dir) / "selection.md").read_text(encoding="utf-8"), ""]
     lines += ["## Qualitative results", ""]
     for dataset in dict.fromkeys(collected.runs["dataset"]):
         lines += [_figure(Path(figures_dir) / f"{dataset}_qualitative.png", base, f"qualitative, {dataset}"), ""]

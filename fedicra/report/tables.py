@@ -208,6 +208,33 @@ def ranking_table(result: RankingResult) -> Table:
     return Table(caption, header, rows, bold, [[False, False] for _ in rows], label="tab:ranking")
 
 
+SELECTION_LABELS = {"last": "Last round", "best_val": "Best on validation",
+                    "best_test": "Best on test (optimistic)", "best_val - last": "Best on validation - last"}
+
+
+def selection_table(effect: pd.DataFrame, methods: list[str], model: str, selection: str) -> Table:
+    """Average test Dice per (dataset, assignment, method) under each round selection
+    (`diagnostics.selection_effect`), and how much best-on-validation gains over the last round."""
+    # unstack, not pivot_table: a std over one seed is NaN and must stay a column (shown as no spread)
+    wide = effect.set_index(["dataset", "assignment", "method", "column", "quantity"])["value"].unstack(
+        ["column", "quantity"])
+    columns = [c for c in SELECTION_LABELS if c in wide.columns.get_level_values("column")]
+    header = ["Dataset", "Assignment", "Method"] + [SELECTION_LABELS[c] + " (%)" for c in columns]
+    order = {m: i for i, m in enumerate(methods)}
+    keys = sorted(wide.index, key=lambda k: (k[0], k[1], order.get(k[2], len(order)), k[2]))
+    rows = [[*key] + [format_cell(wide.loc[key, (c, "mean")], wide.loc[key, (c, "std")], 100.0) for c in columns]
+            for key in keys]
+    n = int(wide.xs("n_seeds", axis=1, level="quantity").max().max()) if len(wide) else 0
+    caption = (f"Model selection: average test Dice of the {model} model (per seed the mean over sites, then "
+               f"{seed_text(n)}) when each site's model is taken at the last round, at its best validation round, "
+               "and, where recorded, at its best test round (optimistic: it selects on the test set). A large "
+               "gain of best-on-validation over the last round means the model declined late in training (e.g. "
+               "over-fit its sparse labels), so a ranking can depend on the selection rule; the results tables "
+               f"use `{selection}`.")
+    flags = [[False] * len(header) for _ in rows]
+    return Table(caption, header, rows, flags, [r[:] for r in flags], label="tab:selection")
+
+
 def _num(value: float, digits: int) -> str:
     return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 

@@ -8,7 +8,10 @@ REPORT_OPTS = (
        if config["report"]["primary_assignment"] else [])
 )
 TABLE_STEMS = [f"{d}__{a}" for d in DATASETS for a in dataset_assignments(d)]
-SUMMARY_TABLES = ("fairness", "label_efficiency", "convergence", "generalization")
+# The report's summary tables, from the module that writes them (ranking has rule outputs of its own).
+from fedicra.report.build import SUMMARY_TABLES as _REPORT_SUMMARY_TABLES  # noqa: E402
+
+SUMMARY_TABLES = tuple(name for name in _REPORT_SUMMARY_TABLES if name != "ranking")
 
 
 rule collect:
