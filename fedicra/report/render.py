@@ -125,11 +125,13 @@ def _warnings(collected: Collected, opts: ReportOptions) -> list[str]:
     flags = diagnostics.convergence_flags(runs)
     late = runs[flags == "not converged"]
     if len(late):
-        lines.append(f"> **Not converged: {len(late)} of {len(runs)} runs** were still improving at their last "
-                     f"round (validation Dice gained more than {diagnostics.CONVERGED_GAIN * 100:g} points over the "
-                     "last quarter of the rounds, beyond noise where a quarter has "
-                     f"{diagnostics.MIN_TEST_ROUNDS}+ rounds to test; see the convergence table). This report is a quick look, not a "
-                     "result: use a converged configuration (e.g. `config/converged.yaml`) for conclusions.")
+        lines.append(f"> **Not converged: {len(late)} of {len(runs)} runs**: their validation Dice gained more than "
+                     f"{diagnostics.CONVERGED_GAIN * 100:g} points over the last quarter of the rounds (beyond noise "
+                     f"where a quarter has {diagnostics.MIN_TEST_ROUNDS}+ rounds to test; see the convergence table), "
+                     "so they may still have been improving. A run whose learning rate decays to zero can also gain "
+                     "late without more rounds helping; only the same runs at another budget tell the two apart "
+                     "(`benchmarks/budget_doubling.py`). This report is a quick look, not a result: use a converged "
+                     "configuration (e.g. `config/converged.yaml`) for conclusions.")
     unknown = int((flags == "unknown (no validation split)").sum())
     if unknown:
         lines.append(f"> {unknown} runs have no validation split (val_fraction 0): their convergence cannot be "
