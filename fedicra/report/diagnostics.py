@@ -6,9 +6,11 @@
   site moves by several Dice points from round to round, so a difference of two single rounds
   flags plateaued runs at random. A run whose gain exceeds `CONVERGED_GAIN` (0.01 = one Dice point)
   and is not noise (one-sided Welch t-test of the two quarters, p < `CONVERGED_ALPHA`; runs with
-  fewer than `MIN_TEST_ROUNDS` evaluated rounds per quarter are judged by the gain alone) was still
-  learning when it stopped; one without validation scores (val_fraction 0) cannot be judged. Rounds
-  are autocorrelated, so the test overstates the evidence: it errs towards "not converged".
+  fewer than `MIN_TEST_ROUNDS` evaluated rounds per quarter are judged by the gain alone) may still
+  have been learning when it stopped; one without validation scores (val_fraction 0) cannot be judged.
+  Rounds are autocorrelated, so the test overstates the evidence: it errs towards "not converged".
+  Under a learning rate that decays to zero over the run a plateaued run can gain late too; whether
+  more budget helps is answered only by the same runs at two budgets (`benchmarks/budget_doubling.py`).
   The round of the validation peak is kept beside it (`peak_round`).
 - Upper bound: `centralized_full` (pooled training on full masks) bounds what weak labels can
   reach; a method whose mean Dice beats it by more than the spread over seeds is flagged.
