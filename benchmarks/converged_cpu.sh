@@ -3,7 +3,7 @@
 # supervised upper bound x 3 seeds on synthetic FAZ at 64 px (config/converged-cpu.yaml), on this
 # machine's cores. Prints the wall time, each run's resolved schedule values and gradient steps per
 # site, and the per-site test Dice (personalized model, best on validation; mean +- std over seeds).
-# Long (about 90 minutes on 2 quiet cores at 120 rounds x 10 steps): run it in a quiet window. To ask whether
+# Long (about 3 hours on 2 quiet cores at 240 rounds x 10 steps; 96 min at 120 x 10): run it in a quiet window. To ask whether
 # twice the budget changes the result, keep a finished results folder and compare: benchmarks/budget_doubling.py.
 #   benchmarks/converged_cpu.sh            # run, then summarise
 #   benchmarks/converged_cpu.sh --dry-run  # show the jobs only
