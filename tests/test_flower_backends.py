@@ -537,7 +537,10 @@ def test_dead_supernode_is_one_line_with_site_and_round_or_left_to_the_server(re
 
     from fedicra.fl.backends.deployment import DeploymentError, LocalDeployment
 
-    (tmp_path / "rounds.csv").write_text("round,site,train_loss\n1,0,0.5\n1,1,0.4\n1,-1,0.45\n")
+    from fedicra import record
+
+    record.write_rounds(tmp_path, [{"round": 1, "site": site, "train_loss": loss, "seconds": 1.0, "bytes_up": 0,
+                                    "bytes_down": 0} for site, loss in ((0, 0.5), (1, 0.4), (-1, 0.45))])
     log = tmp_path / "supernode-site1.log"
     log.write_text("INFO starting\nKilled\n")
     dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
