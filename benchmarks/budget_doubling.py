@@ -21,9 +21,10 @@ from fedicra import record
 from fedicra.report import diagnostics
 
 
-def runs_of(results: Path) -> dict[tuple[str, str], Path]:
-    """(method, seed) -> run folder of every finished run under `results`/runs."""
-    return {(run.parts[-2], run.parts[-1]): run
+def runs_of(results: Path) -> dict[tuple[tuple[str, str, str], str], Path]:
+    """((dataset, assignment, method), seed) -> run folder of every finished run under `results`/runs;
+    the dataset and assignment are part of the key, so two datasets' runs of one method never collide."""
+    return {(run.parts[-4:-1], run.parts[-1]): run
             for run in sorted((results / "runs").glob("*/*/*/seed*")) if (run / record.SUMMARY).is_file()}
 
 
@@ -50,20 +51,21 @@ def test_dice(run: Path, selection: str) -> pd.Series:
 def compare(small: Path, large: Path, selection: str) -> pd.DataFrame:
     a, b = runs_of(small), runs_of(large)
     rows = []
-    for method in sorted({m for m, _ in a} & {m for m, _ in b}):
-        seeds = sorted(s for m, s in a if m == method and (m, s) in b)
-        pairs = [(test_dice(a[method, s], selection), test_dice(b[method, s], selection)) for s in seeds]
+    for group in sorted({g for g, _ in a} & {g for g, _ in b}):
+        seeds = sorted(s for g, s in a if g == group and (g, s) in b)
+        pairs = [(test_dice(a[group, s], selection), test_dice(b[group, s], selection)) for s in seeds]
         per_seed = pd.DataFrame({"small": [x.mean() for x, _ in pairs], "large": [y.mean() for _, y in pairs]})
         diff = pd.concat([(y - x) for x, y in pairs])
+        dataset, assignment, method = group
         rows.append({
-            "method": method, "seeds": len(seeds),
-            "steps": f"{budget_of(a[method, seeds[0]])} -> {budget_of(b[method, seeds[0]])}",
+            "dataset": dataset, "assignment": assignment, "method": method, "seeds": len(seeds),
+            "steps": f"{budget_of(a[group, seeds[0]])} -> {budget_of(b[group, seeds[0]])}",
             "dice_small": 100 * per_seed["small"].mean(), "dice_large": 100 * per_seed["large"].mean(),
             "change": 100 * (per_seed["large"] - per_seed["small"]).mean(),
             "change_std": 100 * (per_seed["large"] - per_seed["small"]).std(),
             "wilcoxon_p": stats.wilcoxon(diff.to_numpy()).pvalue if (diff != 0).any() else 1.0,
-            "flags_small": "/".join(flag_of(a[method, s]) for s in seeds),
-            "flags_large": "/".join(flag_of(b[method, s]) for s in seeds),
+            "flags_small": "/".join(flag_of(a[group, s]) for s in seeds),
+            "flags_large": "/".join(flag_of(b[group, s]) for s in seeds),
         })
     return pd.DataFrame(rows)
 

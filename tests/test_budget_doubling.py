@@ -39,6 +39,7 @@ def test_budget_doubling_pairs_runs_and_reports_the_change_of_mean_test_dice(dou
     small, large = doubled
     table = script.compare(small, large, "last")
     assert list(table["method"]) == ["fedavg"] and list(table["seeds"]) == [1]
+    assert list(table["dataset"]) == ["faz32"] and list(table["assignment"]) == ["upstream"]
     assert table["steps"].iloc[0] == "4 -> 8"
 
     def mean_dice(results):
