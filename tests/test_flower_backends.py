@@ -2,6 +2,7 @@
 simulation, and a real SuperLink + SuperNodes deployment on 127.0.0.1."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -607,24 +608,29 @@ def test_simulation_processes_stop_when_the_launcher_is_sigkilled(reference, tmp
 
 def test_orphan_reaper_kills_orphans_of_a_killed_launcher_and_spares_live_children(tmp_path):
     """The reaper on its own: a SIGKILLed launcher's grandchild goes; after `done` a child that is
-    still the launcher's stays (it is not an orphan)."""
+    still the launcher's stays (it is not an orphan), and so does an orphan of a process the launcher
+    started before the reaper (not the body's)."""
     import subprocess
     import sys
 
     import psutil
 
+    spawner = ("[sys.executable, '-c', 'import subprocess, time; "
+               "p = subprocess.Popen([\"sleep\", \"60\"]); print(p.pid, flush=True); time.sleep(60)'], "
+               "stdout=subprocess.PIPE, text=True")
     script = (
         "import subprocess, sys, time\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
         "from fedicra.fl.backends.reaper import orphan_reaper\n"
+        f"old = subprocess.Popen({spawner})\n"
+        "old_grandchild = old.stdout.readline().strip()\n"
         "with orphan_reaper():\n"
-        "    mid = subprocess.Popen([sys.executable, '-c', 'import subprocess, time; "
-        "p = subprocess.Popen([\"sleep\", \"60\"]); print(p.pid, flush=True); time.sleep(60)'], "
-        "stdout=subprocess.PIPE, text=True)\n"
+        f"    mid = subprocess.Popen({spawner})\n"
         "    print(mid.stdout.readline().strip(), flush=True)\n"
         "    kept = subprocess.Popen(['sleep', '60']); print(kept.pid, flush=True)\n"
+        "    print(old_grandchild, flush=True); print(old.pid, flush=True)\n"
         "    if sys.argv[1] == 'finish':\n"
-        "        time.sleep(1.5); mid.kill(); mid.wait()\n"   # orphans mid's sleep while the launcher lives
+        "        time.sleep(1.5); mid.kill(); mid.wait(); old.kill(); old.wait()\n"   # orphans both sleeps
         "    else:\n"
         "        time.sleep(60)\n"
         "print('done', flush=True)\n"
@@ -632,7 +638,7 @@ def test_orphan_reaper_kills_orphans_of_a_killed_launcher_and_spares_live_childr
 
     def launch(mode):
         launcher = subprocess.Popen([sys.executable, "-c", script, mode], stdout=subprocess.PIPE, text=True)
-        return launcher, int(launcher.stdout.readline()), int(launcher.stdout.readline())
+        return launcher, [int(launcher.stdout.readline()) for _ in range(4)]
 
     def gone(pid, timeout=10.0):
         deadline = time.monotonic() + timeout
@@ -642,23 +648,28 @@ def test_orphan_reaper_kills_orphans_of_a_killed_launcher_and_spares_live_childr
             time.sleep(0.1)
         return False
 
-    launcher, grandchild, kept = launch("kill")
+    def kill_all(pids):
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+
+    launcher, (grandchild, kept, old_grandchild, old) = launch("kill")
     try:
         time.sleep(1.5)   # the reaper notes descendants every half second
         launcher.kill()
         launcher.wait()
-        assert gone(grandchild) and gone(kept)
+        assert gone(grandchild), "the body's grandchild of a killed launcher is reaped"
+        assert gone(kept), "the body's child of a killed launcher is reaped"
+        assert not gone(old_grandchild, timeout=1.0), "what ran before the reaper is not reaped"
     finally:
-        for pid in (grandchild, kept):
-            if psutil.pid_exists(pid):
-                psutil.Process(pid).kill()
-    launcher, grandchild, kept = launch("finish")
+        kill_all((grandchild, kept, old_grandchild, old))
+    launcher, (grandchild, kept, old_grandchild, old) = launch("finish")
     try:
         assert launcher.stdout.readline().strip() == "done"
         assert gone(grandchild), "an orphan of a finished launcher is reaped"
         assert psutil.Process(kept).status() != psutil.STATUS_ZOMBIE, "a live child of the launcher is spared"
+        assert psutil.Process(old_grandchild).status() != psutil.STATUS_ZOMBIE, \
+            "an orphan of a process started before the reaper is spared"
     finally:
         launcher.kill()
-        for pid in (grandchild, kept):
-            if psutil.pid_exists(pid):
-                psutil.Process(pid).kill()
+        kill_all((grandchild, kept, old_grandchild, old))

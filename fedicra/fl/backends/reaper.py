@@ -3,9 +3,12 @@
 Ray (simulation backend) fate-shares its GCS and raylet with the driver, but its dashboard and
 runtime-env agents, orphaned by a SIGKILLed driver, try to report the raylet's death to the dead GCS
 and linger, ignoring SIGTERM. A launcher cannot clean up after its own SIGKILL, so `orphan_reaper()`
-starts this module as a separate process (own session) that notes the launcher's descendants every
-half second and, when the launcher's pipe closes (the launcher exited or was killed) or the launcher
-says `done`, kills every noted process that is no longer the launcher's descendant: an orphan.
+starts this module as a separate process (own session) that takes a snapshot of the launcher's
+descendants, says `ready` (the body starts only then, so nothing it starts is missed), notes every new
+descendant every half second and, when the launcher's pipe closes (the launcher exited or was killed) or
+the launcher says `done`, kills every noted process that is no longer the launcher's descendant: an orphan.
+Processes are told apart by pid and start time, never by comparing start times with the wall clock
+(psutil's start times can be a second off it).
 
     with orphan_reaper():
         run_simulation(...)
@@ -17,14 +20,13 @@ import os
 import select
 import subprocess
 import sys
-import time
 
 POLL_S = 0.5        # how often the launcher's descendants are noted
 GRACE_S = 5.0       # SIGKILL, then wait this long for the orphans to go
 
 
-def _descendants(pid: int, since: float) -> dict[int, float]:
-    """{pid: create_time} of the launcher's descendants started after `since`; empty once it is gone."""
+def _descendants(pid: int) -> dict[int, float]:
+    """{pid: create_time} of the launcher's descendants; empty once it is gone."""
     import psutil
 
     try:
@@ -33,21 +35,17 @@ def _descendants(pid: int, since: float) -> dict[int, float]:
         return {}
     found = {}
     for child in children:
-        try:
-            created = child.create_time()
-        except psutil.Error:
-            continue
-        if created >= since:
-            found[child.pid] = created
+        with contextlib.suppress(psutil.Error):
+            found[child.pid] = child.create_time()
     return found
 
 
-def reap(noted: dict[int, float], launcher: int, since: float) -> int:
+def reap(noted: dict[int, float], launcher: int) -> int:
     """Kill the noted processes that still run (same pid and start time) but are no longer the
     launcher's descendants; returns how many were killed."""
     import psutil
 
-    current = _descendants(launcher, since)
+    current = _descendants(launcher)
     orphans = []
     for pid, created in noted.items():
         if pid in current or pid == os.getpid():   # the reaper is an orphan too once the launcher is gone
@@ -63,16 +61,18 @@ def reap(noted: dict[int, float], launcher: int, since: float) -> int:
     return len(orphans)
 
 
-def watch(launcher: int, since: float) -> int:
-    """Note the launcher's descendants until its pipe closes or says `done`, then reap the orphans."""
+def watch(launcher: int) -> int:
+    """Note the launcher's new descendants until its pipe closes or says `done`, then reap the orphans."""
+    before = set(_descendants(launcher).items())   # what ran before the body (and this reaper) is not ours
+    print("ready", flush=True)
     noted: dict[int, float] = {}
     while True:
-        noted.update(_descendants(launcher, since))
+        noted.update(item for item in _descendants(launcher).items() if item not in before)
         readable, _, _ = select.select([sys.stdin], [], [], POLL_S)
         if readable:
             line = sys.stdin.readline()   # "" (EOF): the launcher is gone; "done": it finished
             if not line or line.strip() == "done":
-                return reap(noted, launcher, since)
+                return reap(noted, launcher)
 
 
 @contextlib.contextmanager
@@ -81,10 +81,11 @@ def orphan_reaper():
     if sys.platform not in ("linux", "darwin"):
         yield
         return
-    since = time.time() - 1.0   # create_time has a coarse clock: note what starts from now on
     # run as a script: it needs only the standard library and psutil, not fedicra on the path
-    reaper = subprocess.Popen([sys.executable, os.path.abspath(__file__), str(os.getpid()), repr(since)],
-                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
+    reaper = subprocess.Popen([sys.executable, os.path.abspath(__file__), str(os.getpid())],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+    reaper.stdout.readline()   # "ready" ("" if it died: the body runs unwatched rather than not at all)
+    reaper.stdout.close()
     try:
         yield
     finally:
@@ -97,4 +98,4 @@ def orphan_reaper():
 
 
 if __name__ == "__main__":
-    watch(int(sys.argv[1]), float(sys.argv[2]))
+    watch(int(sys.argv[1]))
