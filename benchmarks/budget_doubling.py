@@ -4,8 +4,11 @@ The convergence diagnostic of the report (`fedicra.report.diagnostics`) reads on
 curve; this script asks the question a reader cares about directly: with twice the gradient steps,
 does the test Dice move? For every method and seed present in both result folders it pairs the
 per-case test Dice (personalized model; `best_val` and `last` selection) and prints per method the
-mean over seeds at each budget, the change, its spread over seeds, and a two-sided Wilcoxon signed-rank
-test over the paired cases of all seeds (scipy), next to each run's convergence flag.
+mean over seeds at each budget, the change, its spread over seeds and two tests (scipy), next to each
+run's convergence flag: a two-sided paired t-test over seeds (`seeds_p`: is the change larger than the
+seed-to-seed spread? NaN with one seed) and a two-sided Wilcoxon signed-rank test over the test cases,
+each case's change averaged over seeds first (`cases_p`: the cases are the independent units; it does
+not see the seed spread, so it alone overstates the evidence when seeds disagree).
 
     python benchmarks/budget_doubling.py results/converged-cpu-600 results/converged-cpu
 """
@@ -55,7 +58,7 @@ def compare(small: Path, large: Path, selection: str) -> pd.DataFrame:
         seeds = sorted(s for g, s in a if g == group and (g, s) in b)
         pairs = [(test_dice(a[group, s], selection), test_dice(b[group, s], selection)) for s in seeds]
         per_seed = pd.DataFrame({"small": [x.mean() for x, _ in pairs], "large": [y.mean() for _, y in pairs]})
-        diff = pd.concat([(y - x) for x, y in pairs])
+        case_change = pd.concat([(y - x) for x, y in pairs]).groupby(level=["site", "case"]).mean()
         dataset, assignment, method = group
         rows.append({
             "dataset": dataset, "assignment": assignment, "method": method, "seeds": len(seeds),
@@ -63,7 +66,8 @@ def compare(small: Path, large: Path, selection: str) -> pd.DataFrame:
             "dice_small": 100 * per_seed["small"].mean(), "dice_large": 100 * per_seed["large"].mean(),
             "change": 100 * (per_seed["large"] - per_seed["small"]).mean(),
             "change_std": 100 * (per_seed["large"] - per_seed["small"]).std(),
-            "wilcoxon_p": stats.wilcoxon(diff.to_numpy()).pvalue if (diff != 0).any() else 1.0,
+            "seeds_p": stats.ttest_rel(per_seed["large"], per_seed["small"]).pvalue if len(seeds) > 1 else float("nan"),
+            "cases_p": stats.wilcoxon(case_change.to_numpy()).pvalue if (case_change != 0).any() else 1.0,
             "flags_small": "/".join(flag_of(a[group, s]) for s in seeds),
             "flags_large": "/".join(flag_of(b[group, s]) for s in seeds),
         })
@@ -80,8 +84,8 @@ def main(argv=None) -> None:
         if table.empty:
             raise SystemExit(f"{args.small} and {args.large}: no method and seed finished in both")
         print(f"\ntest Dice (%), personalized model, selection {selection}; change = larger - smaller budget, "
-              "mean (std) over seeds; p: Wilcoxon over the paired cases of all seeds (seed-to-seed spread is not in it: read "
-              "change_std); flags per seed, report's convergence rule (ok / rising)")
+              "mean (std) over seeds; seeds_p: paired t-test over seeds; cases_p: Wilcoxon over the test cases, each "
+              "averaged over seeds (the seed spread is not in it); flags per seed, report's convergence rule (ok / rising)")
         print(table.round(3).to_string(index=False))
 
 

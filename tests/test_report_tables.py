@@ -75,6 +75,21 @@ def test_significance_marks_clear_winner_but_not_identical_methods(bench):
     assert stats.wilcoxon_p(np.ones(5), np.ones(5)) == 1.0
 
 
+def test_significance_pairs_each_test_case_once_however_many_seeds_ran(tmp_path):
+    """Five test cases are five pairs, not fifteen with three seeds: b beats a on every case, but a
+    two-sided Wilcoxon of five pairs cannot go below p = 0.0625 (pairing (seed, case) gave p < 0.001)."""
+    for method, quality, noise in (("a", 0.80, 1), ("b", 0.90, 2)):
+        for seed in (0, 1, 2):
+            write_fake_run(tmp_path / "runs" / "synth-faz" / "upstream" / method / f"seed{seed}", method=method,
+                           seed=seed, quality=quality, noise_seed=noise, num_sites=1, cases_per_site=5)
+    cases = stats.select_protocol(collect.collect(collect.find_runs(tmp_path / "runs")).cases, "personalized", "last")
+    row = stats.compare_methods(cases, metrics=("dice",)).query("method == 'a' and site == 'Domain1'").iloc[0]
+    per_case = cases.pivot_table(index="case", columns="method", values="dice_faz", aggfunc="mean")
+    assert (per_case["b"] > per_case["a"]).all()
+    assert row["p_vs_best"] == pytest.approx(stats.wilcoxon_p(per_case["a"], per_case["b"]))
+    assert row["p_vs_best"] == pytest.approx(0.0625) and not row["significant"]
+
+
 def test_no_marks_when_methods_are_identical(tmp_path):
     plan = {("synth-faz", "upstream", m): 0.7 for m in ("a", "b", "c")}
     write_fake_benchmark(tmp_path, plan, seeds=(0, 1))

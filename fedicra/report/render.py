@@ -54,7 +54,7 @@ def protocol_statement(collected: Collected, opts: ReportOptions) -> str:
     details = "; ".join(f"`{k}` = {_values(json.dumps(p.get(k), sort_keys=True) for p in protocols)}" for k in keys)
     return (f"Every number in the tables is a test score of {MODEL_TEXT[opts.model]}, taken at "
             f"{SELECTION_TEXT[opts.selection]}. Training ran in {mode}. Significance: {WILCOXON_TEST} "
-            f"against the best method of each column, paired on seeds and test cases, alpha = {opts.alpha}, "
+            f"against the best method of each column, paired on test cases (each averaged over seeds), alpha = {opts.alpha}, "
             f"no multiple-comparison correction. Recorded run protocol: {details or '–'}.")
 
 

@@ -4,9 +4,11 @@
   (sample std, ddof=1). The site average is, per seed, the plain mean over sites (upstream's
   `val_avg_mean`), then mean +- std over seeds.
 - Paired test: two-sided Wilcoxon signed-rank (scipy) of each method against the best method of the
-  column, paired on the same test cases: pairs are (seed, case) for a site column and
-  (seed, site, case) for the average column. Zero differences are dropped (`zero_method="wilcox"`);
-  no correction for multiple comparisons.
+  column, paired on the same test cases: a case's value is first averaged over the seeds both methods
+  ran, then pairs are cases for a site column and (site, case) for the average column. The test cases
+  are the independent units: pairing (seed, case) would count each case once per seed, and three seeds
+  would triple the evidence of the same cases. Zero differences are dropped (`zero_method="wilcox"`);
+  no correction for multiple comparisons. The seed-to-seed spread is not in the test: read the std.
 - Ranking: Friedman test over (dataset, site) blocks of the mean Dice, Nemenyi post-hoc test
   (scikit-posthocs) and the Nemenyi critical difference (Demsar 2006).
 """
@@ -78,6 +80,13 @@ def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> float:
     return float(wilcoxon(diff, zero_method="wilcox", alternative="two-sided").pvalue)
 
 
+def seed_averaged_pairs(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Per test case (site_name, case), the `value` of `a` and `value_best` of `b`, each averaged over the
+    seeds both ran: one pair per case however many seeds there are."""
+    paired = a.merge(b, on=["seed", "site_name", "case"], suffixes=("", "_best"))
+    return paired.groupby(["site_name", "case"])[["value", "value_best"]].mean().reset_index()
+
+
 def compare_methods(cases: pd.DataFrame, metrics=("dice", "hd95"), alpha: float = 0.05) -> pd.DataFrame:
     """One row per (column, method): mean, std, n_seeds, best flag, p-value against the best, significance.
 
@@ -100,8 +109,7 @@ def compare_methods(cases: pd.DataFrame, metrics=("dice", "hd95"), alpha: float 
                 for method, row in stats.iterrows():
                     p = float("nan")
                     if method != best:
-                        paired = values[values["method"] == method].merge(
-                            best_vals, on=["seed", "site_name", "case"], suffixes=("", "_best"))
+                        paired = seed_averaged_pairs(values[values["method"] == method], best_vals)
                         p = wilcoxon_p(paired["value"], paired["value_best"])
                     rows.append({
                         "metric": metric, "structure": structure, "site": site, "method": method,

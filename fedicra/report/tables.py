@@ -69,7 +69,7 @@ def results_tables(cases: pd.DataFrame, dataset: str, assignment: str, methods: 
         better = "lower" if metric in ("hd95", "assd") else "higher"
         caption = (f"{dataset}, assignment {assignment}: {name} ({better} is better), {seed_text(n_seeds)}; "
                    f"best in bold; † = significantly worse than the best "
-                   f"({WILCOXON_TEST} paired on seeds and test cases, p < {alpha}).")
+                   f"({WILCOXON_TEST} paired on test cases averaged over seeds, p < {alpha}).")
         tables.append(Table(caption, header, rows, bold, dagger, label=f"tab:{dataset}-{assignment}-{metric}"))
     return tables
 
