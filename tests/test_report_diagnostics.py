@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fedicra import record
 from fedicra.report import build, collect, diagnostics, efficiency, fairness
 from fedicra.report.__main__ import main as report_main
 from fedicra.report.fake_runs import write_fake_benchmark
@@ -139,6 +140,32 @@ def test_convergence_table_shows_each_runs_validation_peak(crossed):
         assert rows[run["assignment"], run["method"], str(run["seed"])][at] == f"{run['val_peak_round']:.0f}"
     rising = col.runs[col.runs["method"] == "fedicra"]
     assert (rising["val_peak_round"] == rising["rounds"]).all()      # still rising: the peak is the last round
+
+
+def test_largest_site_gain_finds_the_site_still_learning_behind_a_flat_mean():
+    """Site 0 declines as site 1 rises: the mean over sites is flat (converged), the per-site gain is not."""
+    r = np.arange(1, 9)
+    rounds = pd.DataFrame({"round": np.concatenate([r, r, r]), "site": [0] * 8 + [1] * 8 + [-1] * 8,
+                           "mean_dice": np.concatenate([0.9 - 0.02 * r, 0.7 + 0.02 * r, [np.nan] * 8])})
+    assert diagnostics.convergence_gain(rounds) == pytest.approx(0.0)
+    site, gain = diagnostics.largest_site_gain(rounds)
+    assert site == 1 and gain == pytest.approx(0.02 * 2)        # last two rounds' mean minus the two before
+    assert diagnostics.largest_site_gain(rounds.assign(mean_dice=np.nan)) == (None, pytest.approx(np.nan, nan_ok=True))
+
+
+def test_convergence_table_names_the_site_that_gained_most(crossed):
+    from fedicra.report import tables
+
+    _, col = crossed
+    table = tables.convergence_table(col.runs, ["fedavg", "twin", "fedicra", "centralized_full"])
+    at = table.header.index("Largest site gain (%)")
+    rows = {(r[1], r[2], r[3]): r for r in table.rows}
+    for _, run in col.runs.iterrows():
+        site, gain = diagnostics.largest_site_gain(record.read_rounds(run["run_dir"]))
+        assert run["rising_site"] == f"Domain{site + 1}"
+        assert rows[run["assignment"], run["method"], str(run["seed"])][at] == f"Domain{site + 1} {gain * 100:.2f}"
+    # fedicra rises to the end on every site, fastest where its level is highest (Domain1 is held at 0.5)
+    assert set(col.runs.loc[col.runs["method"] == "fedicra", "rising_site"]) <= {"Domain2", "Domain3"}
 
 
 def test_selection_effect_measures_the_late_decline_per_seed(crossed):

@@ -139,7 +139,7 @@ def every_number(collected: Collected, opts: ReportOptions, cases, fair, ratios,
     parts.append(effect.assign(section="selection", site="average",
                                quantity="dice_" + effect["column"].str.replace(" - ", "_minus_") + "_" + effect["quantity"]))
     runs = collected.runs
-    for column in ("convergence_gain", "convergence_p", "val_peak_round", "wall_clock_s", "mb_per_round", "peak_rss_mb", "peak_gpu_mb"):
+    for column in ("convergence_gain", "convergence_p", "val_peak_round", "rising_site_gain", "wall_clock_s", "mb_per_round", "peak_rss_mb", "peak_gpu_mb"):
         parts.append(runs.assign(section="runs", site="seed" + runs["seed"].astype(str), quantity=column,
                                  value=runs[column]))
     columns = ["section", "dataset", "assignment", "method", "site", "quantity", "value"]

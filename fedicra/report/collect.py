@@ -71,7 +71,7 @@ def find_runs(root: Path) -> list[Path]:
 
 def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """(cases, run row, rounds) of one run directory, validated by `fedicra.record.check` first."""
-    from fedicra.report.diagnostics import convergence_gain, convergence_p, peak_round
+    from fedicra.report.diagnostics import convergence_gain, convergence_p, largest_site_gain, peak_round
 
     run_dir = Path(run_dir)
     keys = run_keys(run_dir)
@@ -87,6 +87,8 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
         for i, (key, value) in enumerate(keys.items()):
             frame.insert(i, key, value)
     rounds_done = summary["rounds"]
+    rising_site, rising_gain = largest_site_gain(rounds)
+    site_names = dict(zip(cases["site"], cases["site_name"]))
     environment = summary["environment"]
     run = {
         **keys,
@@ -112,6 +114,8 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
         "convergence_gain": convergence_gain(rounds),
         "convergence_p": convergence_p(rounds),
         "val_peak_round": peak_round(rounds),
+        "rising_site": site_names.get(rising_site, "" if rising_site is None else str(rising_site)),
+        "rising_site_gain": rising_gain,
         "faithful": summary["protocol"].get("faithful", config.get("faithful")),
         "protocol": json.dumps(summary["protocol"], sort_keys=True),
         "environment": json.dumps(environment, sort_keys=True),

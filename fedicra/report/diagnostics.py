@@ -11,7 +11,9 @@
   Rounds are autocorrelated, so the test overstates the evidence: it errs towards "not converged".
   Under a learning rate that decays to zero over the run a plateaued run can gain late too; whether
   more budget helps is answered only by the same runs at two budgets (`benchmarks/budget_doubling.py`).
-  The round of the validation peak is kept beside it (`peak_round`).
+  The round of the validation peak is kept beside it (`peak_round`), and the site whose own validation
+  Dice gained most over the same quarters (`largest_site_gain`): the mean over sites can hide one site
+  still learning while another declines, and personalized models are selected per site.
 - Upper bound: `centralized_full` (pooled training on full masks) bounds what weak labels can
   reach; a method whose mean Dice beats it by more than the spread over seeds is flagged.
 - Identical methods: two methods whose per-case numbers are equal everywhere, i.e. one mechanism
@@ -37,7 +39,10 @@ def _validation_curve(rounds: pd.DataFrame) -> pd.Series:
 def _last_quarters(rounds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
     """Validation mean Dice (mean over sites) of the last quarter of the evaluated rounds and of the
     quarter before it (a quarter is at least one round); None when fewer than two rounds were evaluated."""
-    curve = _validation_curve(rounds).to_numpy()
+    return _quarters(_validation_curve(rounds).to_numpy())
+
+
+def _quarters(curve: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     if len(curve) < 2:
         return None
     quarter = max(1, len(curve) // 4)
@@ -61,6 +66,22 @@ def convergence_p(rounds: pd.DataFrame) -> float:
         return float("nan")
     with np.errstate(all="ignore"):
         return float(stats.ttest_ind(*windows, equal_var=False, alternative="greater").pvalue)
+
+
+def largest_site_gain(rounds: pd.DataFrame) -> tuple[int | None, float]:
+    """(site, gain): the site whose validation mean Dice gained most from the quarter before the last to
+    the last quarter of its evaluated rounds (window means, as `convergence_gain`); (None, NaN) without
+    validation scores."""
+    val = rounds[(rounds["site"] >= 0) & rounds["mean_dice"].notna()]
+    gains = {}
+    for site, part in val.groupby("site"):
+        windows = _quarters(part.sort_values("round")["mean_dice"].to_numpy())
+        if windows is not None:
+            gains[int(site)] = float(windows[0].mean() - windows[1].mean())
+    if not gains:
+        return None, float("nan")
+    site = max(gains, key=gains.get)
+    return site, gains[site]
 
 
 def peak_round(rounds: pd.DataFrame) -> float:

@@ -158,13 +158,13 @@ def convergence_table(runs: pd.DataFrame, methods: list[str]) -> Table:
     from fedicra.report.diagnostics import CONVERGED_ALPHA, CONVERGED_GAIN, MIN_TEST_ROUNDS, convergence_flags
 
     header = ["Dataset", "Assignment", "Method", "Seed", "Rounds", "Val. Dice gain, last quarter (%)", "p",
-              "Val. peak round", "Status"]
+              "Val. peak round", "Largest site gain (%)", "Status"]
     order = {m: i for i, m in enumerate(methods)}
     part = runs.assign(_o=runs["method"].map(order), _flag=convergence_flags(runs))
     part = part.sort_values(["dataset", "assignment", "_o", "method", "seed"])
     rows = [[r["dataset"], r["assignment"], r["method"], str(r["seed"]), str(r["rounds"]),
              _num(r["convergence_gain"] * 100.0, 2), _num(r["convergence_p"], 3), _num(r["val_peak_round"], 0),
-             r["_flag"]]
+             f"{r['rising_site']} {_num(r['rising_site_gain'] * 100.0, 2)}" if r["rising_site"] else "–", r["_flag"]]
             for _, r in part.iterrows()]
     flags = [[False] * len(header) for _ in rows]
     caption = (f"Convergence per run: validation mean Dice (mean over sites), mean over the last quarter of the "
@@ -172,7 +172,9 @@ def convergence_table(runs: pd.DataFrame, methods: list[str]) -> Table:
                f"quarter is higher. A gain above {CONVERGED_GAIN * 100:g} Dice points with p < {CONVERGED_ALPHA:g} (or "
                f"fewer than {MIN_TEST_ROUNDS} evaluated rounds per quarter to test) means the run was still improving "
                "when it stopped (not converged). Val. peak round: the round of the highest validation mean Dice; a peak "
-               "long before the last round says the run declined after it (e.g. over-fit its sparse labels).")
+               "long before the last round says the run declined after it (e.g. over-fit its sparse labels). Largest site "
+               "gain: the site whose own validation Dice gained most over the same two quarters (the mean over sites "
+               "can hide one site still learning while another declines).")
     return Table(caption, header, rows, flags, [r[:] for r in flags], label="tab:convergence")
 
 
