@@ -129,17 +129,28 @@ def test_report_shows_banners_and_draws_label_kind_figure(crossed, tmp_path):
         assert (out / rel).is_file(), rel
 
 
-def test_convergence_table_shows_each_runs_validation_peak(crossed):
+def test_convergence_table_shows_each_runs_validation_peak_and_the_site_that_gained_most(crossed, tmp_path):
     from fedicra.report import tables
 
     _, col = crossed
     table = tables.convergence_table(col.runs, ["fedavg", "twin", "fedicra", "centralized_full"])
-    at = table.header.index("Val. peak round")
+    peak, site_gain = table.header.index("Val. peak round"), table.header.index("Largest site gain (%)")
     rows = {(r[1], r[2], r[3]): r for r in table.rows}
     for _, run in col.runs.iterrows():
-        assert rows[run["assignment"], run["method"], str(run["seed"])][at] == f"{run['val_peak_round']:.0f}"
+        row = rows[run["assignment"], run["method"], str(run["seed"])]
+        assert row[peak] == f"{run['val_peak_round']:.0f}"
+        site, gain = diagnostics.largest_site_gain(record.read_rounds(run["run_dir"]))
+        assert run["rising_site"] == f"Domain{site + 1}" and row[site_gain] == f"Domain{site + 1} {gain * 100:.2f}"
     rising = col.runs[col.runs["method"] == "fedicra"]
     assert (rising["val_peak_round"] == rising["rounds"]).all()      # still rising: the peak is the last round
+    # the table step reads runs.csv back: same cells, and a run without validation scores shows a dash
+    collect.save(col, tmp_path)
+    runs = collect.load(tmp_path).runs
+    assert tables.convergence_table(runs, ["fedavg", "twin", "fedicra", "centralized_full"]).rows == table.rows
+    unknown = runs.head(1).assign(rising_site=np.nan, rising_site_gain=np.nan)
+    assert tables.convergence_table(unknown, ["fedavg"]).rows[0][site_gain] == "–"
+    # fedicra rises to the end on every site, fastest where its level is highest (Domain1 is held at 0.5)
+    assert set(rising["rising_site"]) <= {"Domain2", "Domain3"}
 
 
 def test_largest_site_gain_finds_the_site_still_learning_behind_a_flat_mean():
@@ -151,21 +162,6 @@ def test_largest_site_gain_finds_the_site_still_learning_behind_a_flat_mean():
     site, gain = diagnostics.largest_site_gain(rounds)
     assert site == 1 and gain == pytest.approx(0.02 * 2)        # last two rounds' mean minus the two before
     assert diagnostics.largest_site_gain(rounds.assign(mean_dice=np.nan)) == (None, pytest.approx(np.nan, nan_ok=True))
-
-
-def test_convergence_table_names_the_site_that_gained_most(crossed):
-    from fedicra.report import tables
-
-    _, col = crossed
-    table = tables.convergence_table(col.runs, ["fedavg", "twin", "fedicra", "centralized_full"])
-    at = table.header.index("Largest site gain (%)")
-    rows = {(r[1], r[2], r[3]): r for r in table.rows}
-    for _, run in col.runs.iterrows():
-        site, gain = diagnostics.largest_site_gain(record.read_rounds(run["run_dir"]))
-        assert run["rising_site"] == f"Domain{site + 1}"
-        assert rows[run["assignment"], run["method"], str(run["seed"])][at] == f"Domain{site + 1} {gain * 100:.2f}"
-    # fedicra rises to the end on every site, fastest where its level is highest (Domain1 is held at 0.5)
-    assert set(col.runs.loc[col.runs["method"] == "fedicra", "rising_site"]) <= {"Domain2", "Domain3"}
 
 
 def test_selection_effect_measures_the_late_decline_per_seed(crossed):

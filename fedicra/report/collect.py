@@ -169,5 +169,6 @@ def load(out_dir: Path) -> Collected:
         path = out_dir / f"{name}.csv"
         if not path.is_file():
             raise UserError(f"{path}: missing; run `fedicra report collect` first")
-        frames[name] = pd.read_csv(path, dtype={**TEXT_COLUMNS, "dataset": str, "assignment": str, "method": str})
+        frames[name] = pd.read_csv(path, dtype={**TEXT_COLUMNS, "dataset": str, "assignment": str, "method": str,
+                                                 "rising_site": str})
     return Collected(**frames)

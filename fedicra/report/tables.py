@@ -164,7 +164,8 @@ def convergence_table(runs: pd.DataFrame, methods: list[str]) -> Table:
     part = part.sort_values(["dataset", "assignment", "_o", "method", "seed"])
     rows = [[r["dataset"], r["assignment"], r["method"], str(r["seed"]), str(r["rounds"]),
              _num(r["convergence_gain"] * 100.0, 2), _num(r["convergence_p"], 3), _num(r["val_peak_round"], 0),
-             f"{r['rising_site']} {_num(r['rising_site_gain'] * 100.0, 2)}" if r["rising_site"] else "–", r["_flag"]]
+             f"{r['rising_site']} {_num(r['rising_site_gain'] * 100.0, 2)}" if np.isfinite(r["rising_site_gain"]) else "–",
+             r["_flag"]]
             for _, r in part.iterrows()]
     flags = [[False] * len(header) for _ in rows]
     caption = (f"Convergence per run: validation mean Dice (mean over sites), mean over the last quarter of the "
