@@ -74,9 +74,8 @@ def test_budget_doubling_tests_seeds_as_seeds_and_cases_once_each(tmp_path):
 
     def per_case(name):
         runs = [record.read_cases(tmp_path / name / "runs" / "faz" / "upstream" / "fedavg" / f"seed{s}") for s in shift]
-        cases = [c[(c["model"] == "personalized") & (c["selection"] == "last")].set_index(["site", "case"])["mean_dice"]
-                 for c in runs]
-        return cases
+        return [c[(c["model"] == "personalized") & (c["selection"] == "last")].set_index(["site", "case"])["mean_dice"]
+                for c in runs]
 
     small, large = per_case("small"), per_case("large")
     change = [100 * (b.mean() - a.mean()) for a, b in zip(small, large)]

@@ -32,8 +32,12 @@ UPPER_BOUND = "centralized_full"
 
 def _validation_curve(rounds: pd.DataFrame) -> pd.Series:
     """Validation mean Dice (mean over sites) per evaluated round, in round order."""
-    val = rounds[(rounds["site"] >= 0) & rounds["mean_dice"].notna()]
-    return val.groupby("round")["mean_dice"].mean().sort_index()
+    return _validation_rows(rounds).groupby("round")["mean_dice"].mean().sort_index()
+
+
+def _validation_rows(rounds: pd.DataFrame) -> pd.DataFrame:
+    """Per-site rows of `rounds.csv` that hold a validation score."""
+    return rounds[(rounds["site"] >= 0) & rounds["mean_dice"].notna()]
 
 
 def _last_quarters(rounds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
@@ -72,9 +76,8 @@ def largest_site_gain(rounds: pd.DataFrame) -> tuple[int | None, float]:
     """(site, gain): the site whose validation mean Dice gained most from the quarter before the last to
     the last quarter of its evaluated rounds (window means, as `convergence_gain`); (None, NaN) without
     validation scores."""
-    val = rounds[(rounds["site"] >= 0) & rounds["mean_dice"].notna()]
     gains = {}
-    for site, part in val.groupby("site"):
+    for site, part in _validation_rows(rounds).groupby("site"):
         windows = _quarters(part.sort_values("round")["mean_dice"].to_numpy())
         if windows is not None:
             gains[int(site)] = float(windows[0].mean() - windows[1].mean())
