@@ -606,6 +606,31 @@ def test_simulation_processes_stop_when_the_launcher_is_sigkilled(reference, tmp
     assert not left, f"processes left after SIGKILL of the simulation launcher: {left}"
 
 
+def test_orphan_reaper_still_knows_a_noted_process_after_the_wall_clock_is_stepped(monkeypatch):
+    """A clock sync between noting and reaping moves psutil's create_time() (boot time read now plus
+    start time); the reaper tells processes apart by start time since boot, so the orphan still goes."""
+    import subprocess
+
+    import psutil
+
+    from fedicra.fl.backends import reaper
+
+    orphan = subprocess.Popen(["sleep", "60"])
+    try:
+        noted = {psutil.Process(orphan.pid)}
+        before = psutil.Process(orphan.pid).create_time()
+        stepped = psutil._psplatform.boot_time() + 3.0
+        monkeypatch.setattr(psutil._psplatform, "boot_time", lambda: stepped)
+        assert psutil.Process(orphan.pid).create_time() != before   # the step is visible to create_time()
+        launcher_gone = 2 ** 22 + 1   # above Linux's pid_max: no such process, so no descendants
+        assert reaper.reap(noted, launcher_gone) == 1
+        orphan.wait(timeout=10)   # the reaper already collected it (psutil.wait_procs)
+        assert not psutil.pid_exists(orphan.pid)
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+
 def test_orphan_reaper_kills_orphans_of_a_killed_launcher_and_spares_live_children(tmp_path):
     """The reaper on its own: a SIGKILLed launcher's grandchild goes; after `done` a child that is
     still the launcher's stays (it is not an orphan), and so does an orphan of a process the launcher
@@ -655,7 +680,7 @@ def test_orphan_reaper_kills_orphans_of_a_killed_launcher_and_spares_live_childr
 
     launcher, (grandchild, kept, old_grandchild, old) = launch("kill")
     try:
-        time.sleep(1.5)   # the reaper notes descendants every half second
+        time.sleep(3.0)   # the reaper notes descendants every half second; margin for a loaded machine
         launcher.kill()
         launcher.wait()
         assert gone(grandchild), "the body's grandchild of a killed launcher is reaped"

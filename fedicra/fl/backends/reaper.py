@@ -7,8 +7,9 @@ starts this module as a separate process (own session) that takes a snapshot of 
 descendants, says `ready` (the body starts only then, so nothing it starts is missed), notes every new
 descendant every half second and, when the launcher's pipe closes (the launcher exited or was killed) or
 the launcher says `done`, kills every noted process that is no longer the launcher's descendant: an orphan.
-Processes are told apart by pid and start time, never by comparing start times with the wall clock
-(psutil's start times can be a second off it).
+Processes are told apart by psutil's process identity (pid and the start time since boot), never by
+`create_time()`: that is the boot time read now plus the start time, so it moves when the wall clock is
+stepped (a VM's clock sync), and a noted process would then look like a new one and be spared.
 
     with orphan_reaper():
         run_simulation(...)
@@ -25,34 +26,28 @@ POLL_S = 0.5        # how often the launcher's descendants are noted
 GRACE_S = 5.0       # SIGKILL, then wait this long for the orphans to go
 
 
-def _descendants(pid: int) -> dict[int, float]:
-    """{pid: create_time} of the launcher's descendants; empty once it is gone."""
+def _descendants(pid: int) -> set:
+    """The launcher's descendants as psutil processes (equal when pid and start time since boot are);
+    empty once it is gone."""
     import psutil
 
     try:
-        children = psutil.Process(pid).children(recursive=True)
+        return set(psutil.Process(pid).children(recursive=True))
     except psutil.Error:
-        return {}
-    found = {}
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            found[child.pid] = child.create_time()
-    return found
+        return set()
 
 
-def reap(noted: dict[int, float], launcher: int) -> int:
-    """Kill the noted processes that still run (same pid and start time) but are no longer the
-    launcher's descendants; returns how many were killed."""
+def reap(noted: set, launcher: int) -> int:
+    """Kill the noted processes that still run but are no longer the launcher's descendants; returns
+    how many were killed."""
     import psutil
 
-    current = _descendants(launcher)
     orphans = []
-    for pid, created in noted.items():
-        if pid in current or pid == os.getpid():   # the reaper is an orphan too once the launcher is gone
+    for proc in noted - _descendants(launcher):
+        if proc.pid == os.getpid():   # the reaper is an orphan too once the launcher is gone
             continue
         try:
-            proc = psutil.Process(pid)
-            if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:   # is_running: not a reused pid
                 proc.kill()
                 orphans.append(proc)
         except psutil.Error:
@@ -63,11 +58,11 @@ def reap(noted: dict[int, float], launcher: int) -> int:
 
 def watch(launcher: int) -> int:
     """Note the launcher's new descendants until its pipe closes or says `done`, then reap the orphans."""
-    before = set(_descendants(launcher).items())   # what ran before the body (and this reaper) is not ours
+    before = _descendants(launcher)   # what ran before the body (and this reaper) is not ours
     print("ready", flush=True)
-    noted: dict[int, float] = {}
+    noted: set = set()
     while True:
-        noted.update(item for item in _descendants(launcher).items() if item not in before)
+        noted |= _descendants(launcher) - before
         readable, _, _ = select.select([sys.stdin], [], [], POLL_S)
         if readable:
             line = sys.stdin.readline()   # "" (EOF): the launcher is gone; "done": it finished
