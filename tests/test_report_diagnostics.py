@@ -88,6 +88,19 @@ def test_label_kind_design_and_effect(crossed):
     assert keypoint["mean_dice"] == pytest.approx(per_site.mean())
 
 
+def test_full_mask_bound_does_not_make_one_assignment_look_like_a_crossed_design(tmp_path):
+    """One assignment that gives each label kind to two sites, plus `centralized_full` (masks at every
+    site): site and label kind are still one factor, so the label-kind analysis is not drawn."""
+    labels = ("scribble", "scribble", "box", "box")
+    plan = {("synth-faz", "upstream", "fedavg"): {"quality": 0.6, "labels": labels},
+            ("synth-faz", "upstream", "centralized_full"): {"quality": 0.9, "labels": ("mask",)}}
+    write_fake_benchmark(tmp_path, plan, seeds=(0,), num_sites=4, cases_per_site=3, img_size=12)
+    cases = select_protocol(collect.collect(collect.find_runs(tmp_path / "runs")).cases, "personalized", "best_val")
+    assert diagnostics.full_mask_methods(cases) == ["centralized_full"]
+    assert set(diagnostics.assignment_rows(cases)["label"]) == {"scribble", "box"}
+    assert not diagnostics.separates_label_kind(cases)
+
+
 def test_fairness_worst_site_and_trades(crossed):
     _, col = crossed
     cases = select_protocol(col.cases, "personalized", "best_val")

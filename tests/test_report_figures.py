@@ -5,7 +5,7 @@ import pytest
 from fedicra import record
 from fedicra.report import build, collect
 from fedicra.report.__main__ import main as report_main
-from fedicra.report.fake_runs import write_fake_benchmark
+from fedicra.report.fake_runs import assignment_labels, write_fake_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,18 @@ def test_report_on_real_tiny_runs(real_runs, tmp_path):
     assert "`select_on_test`" in defaults and "`gated_crf`" in defaults and "`rounds`" not in defaults
     numbers = __import__("pandas").read_csv(out / "tables" / "numbers.csv")
     assert {"results", "fairness", "runs"} <= set(numbers["section"])
+
+
+def test_setup_names_the_assigned_label_kinds_when_the_full_mask_bound_comes_first(tmp_path):
+    """`centralized_full` trains on full masks whatever the assignment and sorts before the federated
+    methods; the setup table still names each site's assigned weak label and says who trained on masks."""
+    plan = {("synth-faz", "upstream", "centralized_full"): {"quality": 0.9, "labels": ("mask", "mask")},
+            ("synth-faz", "upstream", "fedavg"): 0.6}
+    write_fake_benchmark(tmp_path, plan, seeds=(0,), num_sites=2, cases_per_site=4, img_size=12)
+    out = tmp_path / "rep"
+    assert report_main(["all", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    weak = assignment_labels("upstream", 2)
+    assert weak != ("mask", "mask")
+    assert f"| synth-faz | upstream | Domain1 ({weak[0]}), Domain2 ({weak[1]}) | 4, 4 |" in report
+    assert "`centralized_full` trained on full masks at every site" in report

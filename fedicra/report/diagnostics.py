@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fedicra.data.manifest import FULL_LABEL
+
 CONVERGED_GAIN = 0.01
 CONVERGED_ALPHA = 0.05
 MIN_TEST_ROUNDS = 5     # evaluated rounds per quarter below which the test has no power: the gain decides
@@ -170,11 +172,27 @@ def selection_effect(cases: pd.DataFrame, model: str) -> pd.DataFrame:
                                                                 value_name="value")
 
 
+def full_mask_methods(cases: pd.DataFrame) -> list[str]:
+    """Methods that trained on full masks at every site whatever the assignment (`centralized_full`), while
+    others trained on weak labels: their rows say nothing about the label kinds an assignment gave."""
+    full = cases["label"] == FULL_LABEL
+    if full.all():
+        return []
+    return sorted(set(cases.loc[full, "method"]) - set(cases.loc[~full, "method"]))
+
+
+def assignment_rows(cases: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose training label is the one the assignment gave (all rows if no other method ran)."""
+    kept = cases[~cases["method"].isin(full_mask_methods(cases))]
+    return kept if len(kept) else cases
+
+
 def separates_label_kind(cases: pd.DataFrame) -> bool:
     """True when, in every dataset, sites train with several label kinds across assignments and every
     label kind is used at two sites or more (rotations, a Latin square). With one assignment site and
-    label kind are the same factor and the label-kind analysis would only relabel sites."""
-    pairs = cases.drop_duplicates(["dataset", "site_name", "label"])
+    label kind are the same factor and the label-kind analysis would only relabel sites. The full-mask
+    bound's rows do not count: it trains on masks at every site whatever the assignment."""
+    pairs = assignment_rows(cases).drop_duplicates(["dataset", "site_name", "label"])
     for _, part in pairs.groupby("dataset"):
         if part.groupby("site_name")["label"].nunique().max() < 2 or part.groupby("label")["site_name"].nunique().min() < 2:
             return False

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from fedicra.data.manifest import FULL_LABEL as FULL
 from fedicra.report.diagnostics import UPPER_BOUND
-
-FULL = "mask"
 
 
 def label_efficiency(cases: pd.DataFrame) -> pd.DataFrame:

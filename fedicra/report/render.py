@@ -83,14 +83,16 @@ def _setup(collected: Collected, opts: ReportOptions) -> list[str]:
              f"{runs['assignment'].nunique()} annotation assignment(s) x {runs['method'].nunique()} method(s) x "
              f"{runs['seed'].nunique()} seed(s). Every number in a table is available in `tables/numbers.csv`.", "",
              "| dataset | assignment | sites (training label kind) | test cases per site |", "|---|---|---|---|"]
-    first = cases.drop_duplicates(["dataset", "assignment", "site_name", "case"])
     for dataset, assignment in combos(collected):
-        part = first[(first["dataset"] == dataset) & (first["assignment"] == assignment)]
-        labels = part.drop_duplicates("site_name").set_index("site_name")["label"]
+        part = cases[(cases["dataset"] == dataset) & (cases["assignment"] == assignment)]
+        labels = diagnostics.assignment_rows(part).drop_duplicates("site_name").set_index("site_name")["label"]
         counts = part.groupby("site_name")["case"].nunique()
         sites = sorted(labels.index, key=natural_key)
         lines.append(f"| {dataset} | {assignment} | {', '.join(f'{s} ({labels[s]})' for s in sites)} | "
                      f"{', '.join(str(counts[s]) for s in sites)} |")
+    if full_mask := diagnostics.full_mask_methods(cases):
+        lines += ["", f"{', '.join(f'`{m}`' for m in full_mask)} trained on full masks at every site, whatever "
+                  "the assignment (the label kinds above are the other methods')."]
     lines += ["", f"Methods: {', '.join(method_order(collected, opts))}.", "", "Training settings (from each run's config.json):", ""]
     lines += _train_settings(configs)
     params = {m: c.get("method_params") for m, c in zip(runs["method"], configs) if c.get("method_params")}
