@@ -88,17 +88,24 @@ def test_label_kind_design_and_effect(crossed):
     assert keypoint["mean_dice"] == pytest.approx(per_site.mean())
 
 
-def test_full_mask_bound_does_not_make_one_assignment_look_like_a_crossed_design(tmp_path):
-    """One assignment that gives each label kind to two sites, plus `centralized_full` (masks at every
-    site): site and label kind are still one factor, so the label-kind analysis is not drawn."""
-    labels = ("scribble", "scribble", "box", "box")
-    plan = {("synth-faz", "upstream", "fedavg"): {"quality": 0.6, "labels": labels},
-            ("synth-faz", "upstream", "centralized_full"): {"quality": 0.9, "labels": ("mask",)}}
-    write_fake_benchmark(tmp_path, plan, seeds=(0,), num_sites=4, cases_per_site=3, img_size=12)
-    cases = select_protocol(collect.collect(collect.find_runs(tmp_path / "runs")).cases, "personalized", "best_val")
+def test_label_kind_design_needs_every_site_to_vary_and_ignores_the_full_mask_bound(tmp_path):
+    """Site and label kind stay one factor (the label-kind analysis is not drawn) when one assignment gives
+    each kind to two sites, even beside `centralized_full` (masks at every site), and when a second
+    assignment changes the kind of one site only."""
+    def cases_of(plan, name):
+        write_fake_benchmark(tmp_path / name, plan, seeds=(0,), num_sites=4, cases_per_site=3, img_size=12)
+        return select_protocol(collect.collect(collect.find_runs(tmp_path / name / "runs")).cases,
+                               "personalized", "best_val")
+
+    one = {("synth-faz", "upstream", "fedavg"): {"quality": 0.6, "labels": ("scribble", "scribble", "box", "box")},
+           ("synth-faz", "upstream", "centralized_full"): {"quality": 0.9, "labels": ("mask",)}}
+    cases = cases_of(one, "one")
     assert diagnostics.full_mask_methods(cases) == ["centralized_full"]
     assert set(diagnostics.assignment_rows(cases)["label"]) == {"scribble", "box"}
     assert not diagnostics.separates_label_kind(cases)
+    moved = ("box", "scribble", "box", "box")   # a second assignment (any valid name) that moves Domain1 only
+    one_site_moves = {**one, ("synth-faz", "rotate1", "fedavg"): {"quality": 0.6, "labels": moved}}
+    assert not diagnostics.separates_label_kind(cases_of(one_site_moves, "moves"))
 
 
 def test_fairness_worst_site_and_trades(crossed):

@@ -91,7 +91,7 @@ def test_report_on_real_tiny_runs(real_runs, tmp_path):
     report = (out / "report.md").read_text()
     assert "one seed (no spread over seeds: std not shown)" in report and "over 1 seed" not in report
     assert "- device used: cpu (requested: cpu)" in report and "- precision: fp32" in report
-    assert "Not drawn: in this grid each label kind is used at a single site" in report
+    assert "Not drawn: in this grid site and label kind are not crossed" in report
     # training settings come from the run schema: departures one per line, the rest named once
     assert "- `rounds`: 2" in report and "- `sites`: [0, 1]" in report and "- `local_steps`: 2" in report
     defaults = next(line for line in report.splitlines() if line.startswith("- at the run schema's defaults:"))

@@ -188,13 +188,13 @@ def assignment_rows(cases: pd.DataFrame) -> pd.DataFrame:
 
 
 def separates_label_kind(cases: pd.DataFrame) -> bool:
-    """True when, in every dataset, sites train with several label kinds across assignments and every
+    """True when, in every dataset, every site trains with several label kinds across assignments and every
     label kind is used at two sites or more (rotations, a Latin square). With one assignment site and
     label kind are the same factor and the label-kind analysis would only relabel sites. The full-mask
     bound's rows do not count: it trains on masks at every site whatever the assignment."""
     pairs = assignment_rows(cases).drop_duplicates(["dataset", "site_name", "label"])
     for _, part in pairs.groupby("dataset"):
-        if part.groupby("site_name")["label"].nunique().max() < 2 or part.groupby("label")["site_name"].nunique().min() < 2:
+        if part.groupby("site_name")["label"].nunique().min() < 2 or part.groupby("label")["site_name"].nunique().min() < 2:
             return False
     return not pairs.empty
 

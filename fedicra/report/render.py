@@ -207,8 +207,9 @@ def render_report(collected: Collected, opts: ReportOptions, out: Path, tables_d
                   "mean over seeds first), so the label kind's effect is not one site's difficulty.", "",
                   _figure(Path(figures_dir) / "dice_by_annotation.png", base, "Dice by annotation type"), ""]
     else:
-        lines += ["Not drawn: in this grid each label kind is used at a single site, so site and label kind are "
-                  "the same factor. A grid with several assignments (e.g. `rotate0` .. `rotate4`) separates them.", ""]
+        lines += ["Not drawn: in this grid site and label kind are not crossed (each site needs two or more label "
+                  "kinds across assignments and each label kind two or more sites), so the figure would only relabel "
+                  "sites. A grid with several assignments (e.g. `rotate0` .. `rotate4`) separates them.", ""]
     lines += ["## Unseen-site generalization", "", (Path(tables_dir) / "generalization.md").read_text(encoding="utf-8"), ""]
     lines += ["## Convergence", "", (Path(tables_dir) / "convergence.md").read_text(encoding="utf-8"), ""]
     lines += ["## Model selection", "", (Path(tables_dir) / "selection.md").read_text(encoding="utf-8"), ""]
