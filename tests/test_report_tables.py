@@ -90,6 +90,25 @@ def test_significance_pairs_each_test_case_once_however_many_seeds_ran(tmp_path)
     assert row["p_vs_best"] == pytest.approx(0.0625) and not row["significant"]
 
 
+def test_the_full_mask_bound_is_shown_but_the_best_and_the_tests_are_among_the_weak_label_methods(tmp_path):
+    """`centralized_full` beats every method (it trains on full masks): it is the bound, not the column's
+    best, so bold and † say which weak-label method leads and which are worse than it."""
+    plan = {("synth-faz", "upstream", "centralized_full"): {"quality": 0.95, "labels": ("mask",)},
+            ("synth-faz", "upstream", "fedicra"): 0.8, ("synth-faz", "upstream", "fedavg"): 0.6}
+    write_fake_benchmark(tmp_path, plan, seeds=(0, 1, 2), num_sites=2, cases_per_site=8)
+    cases = stats.select_protocol(collect.collect(collect.find_runs(tmp_path / "runs")).cases, "personalized", "best_val")
+    dice = stats.compare_methods(cases, metrics=("dice",)).set_index(["method", "site"], drop=False)
+    bound, leader, worse = (dice.xs(m, level="method") for m in ("centralized_full", "fedicra", "fedavg"))
+    assert (bound["mean"] > leader["mean"]).all()
+    assert bound["reference"].all() and not bound["is_best"].any() and bound["p_vs_best"].isna().all()
+    assert leader["is_best"].all() and not leader["significant"].any()
+    assert worse["significant"].all()
+    table = tables.results_tables(cases, "synth-faz", "upstream", ["centralized_full", "fedicra", "fedavg"],
+                                  metrics=("dice",))[0]
+    assert [row[0] for row, b in zip(table.rows, table.bold) if any(b)] == ["fedicra"]
+    assert "centralized_full trained on full masks: shown as the bound, not bold, not tested" in table.caption
+
+
 def test_no_marks_when_methods_are_identical(tmp_path):
     plan = {("synth-faz", "upstream", m): 0.7 for m in ("a", "b", "c")}
     write_fake_benchmark(tmp_path, plan, seeds=(0, 1))

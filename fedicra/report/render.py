@@ -54,7 +54,9 @@ def protocol_statement(collected: Collected, opts: ReportOptions) -> str:
     details = "; ".join(f"`{k}` = {_values(json.dumps(p.get(k), sort_keys=True) for p in protocols)}" for k in keys)
     return (f"Every number in the tables is a test score of {MODEL_TEXT[opts.model]}, taken at "
             f"{SELECTION_TEXT[opts.selection]}. Training ran in {mode}. Significance: {WILCOXON_TEST} "
-            f"against the best method of each column, paired on test cases (each averaged over seeds), alpha = {opts.alpha}, "
+            f"against the best method of each column (best among the methods trained on the assigned labels: a "
+            f"full-mask bound such as `centralized_full` is shown but neither bold nor tested), paired on test cases "
+            f"(each averaged over seeds), alpha = {opts.alpha}, "
             f"no multiple-comparison correction. Recorded run protocol: {details or '–'}.")
 
 

@@ -4,7 +4,9 @@
   (sample std, ddof=1). The site average is, per seed, the plain mean over sites (upstream's
   `val_avg_mean`), then mean +- std over seeds.
 - Paired test: two-sided Wilcoxon signed-rank (scipy) of each method against the best method of the
-  column, paired on the same test cases: a case's value is first averaged over the seeds both methods
+  column, paired on the same test cases. The best is taken among the methods trained on the assigned
+  labels: a full-mask reference (`centralized_full`, `diagnostics.full_mask_methods`) bounds them and is
+  shown, but a test against it would only say that weak labels are worse than full masks. Pairs: a case's value is first averaged over the seeds both methods
   ran, then pairs are cases for a site column and (site, case) for the average column. The test cases
   are the independent units: pairing (seed, case) would count each case once per seed, and three seeds
   would triple the evidence of the same cases. Zero differences are dropped (`zero_method="wilcox"`);
@@ -88,10 +90,14 @@ def seed_averaged_pairs(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare_methods(cases: pd.DataFrame, metrics=("dice", "hd95"), alpha: float = 0.05) -> pd.DataFrame:
-    """One row per (column, method): mean, std, n_seeds, best flag, p-value against the best, significance.
+    """One row per (column, method): mean, std, n_seeds, best flag, p-value against the best, significance,
+    and whether the method is a full-mask reference (never the best, not tested).
 
     `cases` holds one dataset, one assignment and one protocol (see `select_protocol`).
     """
+    from fedicra.report.diagnostics import full_mask_methods
+
+    references = set(full_mask_methods(cases))
     sites = sorted(cases["site_name"].unique(), key=natural_key)
     rows = []
     for metric in metrics:
@@ -104,19 +110,21 @@ def compare_methods(cases: pd.DataFrame, metrics=("dice", "hd95"), alpha: float 
                 means = stats["mean"].dropna()
                 if means.empty:
                     continue
-                best = means.idxmin() if col.lower_is_better else means.idxmax()
+                competing = means[~means.index.isin(references)]
+                competing = means if competing.empty else competing   # only the reference has a value here
+                best = competing.idxmin() if col.lower_is_better else competing.idxmax()
                 best_vals = values[values["method"] == best]
                 for method, row in stats.iterrows():
                     p = float("nan")
-                    if method != best:
+                    if method != best and method in competing.index:
                         paired = seed_averaged_pairs(values[values["method"] == method], best_vals)
                         p = wilcoxon_p(paired["value"], paired["value_best"])
                     rows.append({
                         "metric": metric, "structure": structure, "site": site, "method": method,
                         "mean": row["mean"], "std": row["std"] if row["count"] > 1 else float("nan"),
                         "n_seeds": int(row["count"]),
-                        "is_best": bool(np.isclose(row["mean"], means[best])),
-                        "p_vs_best": p, "significant": bool(p < alpha),
+                        "is_best": method in competing.index and bool(np.isclose(row["mean"], competing[best])),
+                        "p_vs_best": p, "significant": bool(p < alpha), "reference": method in references,
                     })
     return pd.DataFrame(rows)
 

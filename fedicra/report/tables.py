@@ -1,7 +1,8 @@
 """Paper-style tables in Markdown and LaTeX (booktabs): results per dataset, cost, ranking.
 
 Cells are `mean ± std` over seeds; the best value of each column is bold; a dagger marks a method
-that is significantly worse than the column's best (paired Wilcoxon, see `fedicra.report.stats`).
+that is significantly worse than the column's best (paired Wilcoxon, see `fedicra.report.stats`); the
+full-mask bound is shown but is never the best and is not tested.
 """
 from __future__ import annotations
 
@@ -67,9 +68,12 @@ def results_tables(cases: pd.DataFrame, dataset: str, assignment: str, methods: 
                 d.append(bool(h["significant"]))
             rows.append(row); bold.append(b); dagger.append(d)
         better = "lower" if metric in ("hd95", "assd") else "higher"
+        references = sorted(set(compared.loc[compared["reference"], "method"]))
+        shown = (f" {', '.join(references)} trained on full masks: shown as the bound, not bold, not tested, "
+                 "never the best." if references else "")
         caption = (f"{dataset}, assignment {assignment}: {name} ({better} is better), {seed_text(n_seeds)}; "
                    f"best in bold; † = significantly worse than the best "
-                   f"({WILCOXON_TEST} paired on test cases averaged over seeds, p < {alpha}).")
+                   f"({WILCOXON_TEST} paired on test cases averaged over seeds, p < {alpha}).{shown}")
         tables.append(Table(caption, header, rows, bold, dagger, label=f"tab:{dataset}-{assignment}-{metric}"))
     return tables
 
