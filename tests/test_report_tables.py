@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from fedicra.errors import UserError
-from fedicra.report import build, collect, stats, tables
+from fedicra.report import build, collect, diagnostics, fairness, stats, tables
 from fedicra.report.fake_runs import write_fake_benchmark, write_fake_run
 
 METHODS = ["fedavg", "fedbn", "fedavg_copy", "fedicra"]
@@ -107,6 +107,10 @@ def test_the_full_mask_bound_is_shown_but_the_best_and_the_tests_are_among_the_w
                                   metrics=("dice",))[0]
     assert [row[0] for row, b in zip(table.rows, table.bold) if any(b)] == ["fedicra"]
     assert "centralized_full trained on full masks: shown as the bound, not bold, not tested" in table.caption
+    fair = tables.fairness_table(fairness.fairness_table(cases), ["centralized_full", "fedicra", "fedavg"],
+                                 diagnostics.full_mask_methods(cases))
+    assert [row[2] for row, b in zip(fair.rows, fair.bold) if b[3]] == ["fedicra"]   # average Dice column
+    assert not any(fair.bold[[row[2] for row in fair.rows].index("centralized_full")])
 
 
 def test_no_marks_when_methods_are_identical(tmp_path):

@@ -90,7 +90,8 @@ def write_tables(collected: Collected, opts: ReportOptions, out_dir: Path) -> li
         written += _write_table_pair([tables.ranking_table(result)], out_dir / "ranking")
     order = method_order(collected, opts)
     fair = fairness.fairness_table(cases)
-    written += _write_table_pair([tables.fairness_table(fair, order)], out_dir / "fairness")
+    written += _write_table_pair([tables.fairness_table(fair, order, diagnostics.full_mask_methods(cases))],
+                                 out_dir / "fairness")
     ratios = efficiency.label_efficiency(cases)
     if ratios.empty:
         written += _write_note_pair(out_dir / "label_efficiency", "Label efficiency not computed: no run trained "
