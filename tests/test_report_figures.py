@@ -37,6 +37,12 @@ def test_cli_all_writes_tables_figures_and_report(runs_root, tmp_path):
     assert "![per-site Dice, synth-faz](figures/synth-faz__upstream_per_site_dice.png)" in report
     assert "| synth-faz | scribble | Domain1 (scribble), Domain2 (scribble) | 4, 4 |" in report
     assert "`torch`: 2.13.0" in report
+    # the protocol section states every method's resolved values, as each run recorded them
+    resolved = record.read_config(next((runs_root / "synth-faz" / "upstream" / "fedicra").glob("seed*")))["resolved"]
+    line = next(line for line in report.splitlines() if line.startswith("- `fedicra`: "))
+    assert f"`skip_iters` {resolved['method_params']['skip_iters']}" in line
+    assert f"`gradient_steps_per_site` {resolved['gradient_steps_per_site']}" in line
+    assert f"`objective` {resolved['objective']}" in line
     # the method order given on the command line is the table row order
     table = (out / "tables" / "synth-faz__upstream.md").read_text()
     assert table.index("| local |") < table.index("| fedavg |") < table.index("| fedicra |")

@@ -172,6 +172,26 @@ def _figure(path: Path, base: Path, alt: str) -> str:
     return f"![{alt}]({os.path.relpath(path, base)})"
 
 
+def resolved_statement(collected: Collected) -> list[str]:
+    """What each method used where upstream states a constant in iterations, rounds or pixels (each run's
+    `config.json` `resolved`: run-relative schedule values, CRF window, objective, gradient steps per site),
+    one line per method with every distinct value over its runs."""
+    per_method: dict[str, dict[str, list]] = {}
+    for method, config in zip(collected.runs["method"], collected.runs["config"]):
+        resolved = json.loads(config).get("resolved") or {}
+        flat = {**{k: v for k, v in resolved.items() if k != "method_params"}, **(resolved.get("method_params") or {})}
+        for key, value in flat.items():
+            per_method.setdefault(method, {}).setdefault(key, []).append(_shown(value))
+    if not per_method:
+        return []
+    lines = ["Resolved values (what each method used where upstream states a constant in iterations, rounds or "
+             "pixels, scaled to this run in intended mode; each run's `config.json` `resolved`; all distinct values "
+             "over its runs):", ""]
+    for method in sorted(per_method):
+        lines.append(f"- `{method}`: " + "; ".join(f"`{k}` {_values(v)}" for k, v in sorted(per_method[method].items())))
+    return lines + [""]
+
+
 def render_report(collected: Collected, opts: ReportOptions, out: Path, tables_dir: Path, figures_dir: Path,
                   title: str | None = None) -> Path:
     """Write report.md that embeds the Markdown tables and links the PNG figures."""
@@ -184,6 +204,7 @@ def render_report(collected: Collected, opts: ReportOptions, out: Path, tables_d
     lines += _warnings(collected, opts)
     lines += _setup(collected, opts)
     lines += ["## Evaluation protocol", "", protocol_statement(collected, opts), ""]
+    lines += resolved_statement(collected)
     lines += ["## Results", ""]
     for dataset, assignment in combos(collected):
         stem = table_stem(dataset, assignment)
