@@ -113,6 +113,19 @@ def test_the_full_mask_bound_is_shown_but_the_best_and_the_tests_are_among_the_w
     assert not any(fair.bold[[row[2] for row in fair.rows].index("centralized_full")])
 
 
+def test_no_significance_is_claimed_below_three_seeds(tmp_path):
+    """The same clear winner as with three seeds, but one seed: the p-value is kept, no † is drawn and the
+    caption says why (issue 9: at least 3 seeds wherever a table claims significance)."""
+    plan = {("synth-faz", "upstream", "fedicra"): 0.85, ("synth-faz", "upstream", "fedavg"): 0.6}
+    write_fake_benchmark(tmp_path, plan, seeds=(0,), num_sites=2, cases_per_site=8)
+    cases = stats.select_protocol(collect.collect(collect.find_runs(tmp_path / "runs")).cases, "personalized", "best_val")
+    fedavg = stats.compare_methods(cases, metrics=("dice",)).query("method == 'fedavg'")
+    assert (fedavg["p_vs_best"] < 0.05).all() and not fedavg["significant"].any()
+    table = tables.results_tables(cases, "synth-faz", "upstream", ["fedicra", "fedavg"], metrics=("dice",))[0]
+    assert not any(any(d) for d in table.dagger)
+    assert "no significance marks: they need 3 or more seeds per method (here 1)" in table.caption
+
+
 def test_no_marks_when_methods_are_identical(tmp_path):
     plan = {("synth-faz", "upstream", m): 0.7 for m in ("a", "b", "c")}
     write_fake_benchmark(tmp_path, plan, seeds=(0, 1))

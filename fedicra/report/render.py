@@ -17,7 +17,7 @@ from fedicra.report import diagnostics, fairness
 from fedicra.report.build import ReportOptions, combos, method_order, primary_assignment, table_stem
 from fedicra.report.collect import Collected
 from fedicra.report.io import atomic_write_text
-from fedicra.report.stats import WILCOXON_TEST, natural_key, select_protocol
+from fedicra.report.stats import MIN_SEEDS_FOR_SIGNIFICANCE, WILCOXON_TEST, natural_key, select_protocol
 
 MODEL_TEXT = {
     "personalized": "the **personalized** model of each site (its own personal parameters), scored on that site's own test set",
@@ -143,7 +143,7 @@ def _warnings(collected: Collected, opts: ReportOptions) -> list[str]:
     n_seeds = runs.groupby(["dataset", "assignment", "method"])["seed"].nunique().min()
     if n_seeds < 3:
         lines.append(f"> Only {n_seeds} seed(s) per method: spreads are {'not available' if n_seeds < 2 else 'rough'}"
-                     " and significance marks are weak evidence.")
+                     f" and the results tables claim no significance below {MIN_SEEDS_FOR_SIGNIFICANCE} seeds.")
     cases = select_protocol(collected.cases, opts.model, opts.selection)
     for hit in diagnostics.beats_upper_bound(cases):
         lines.append(f"> **Upper bound beaten:** {hit['method']} exceeds `{diagnostics.UPPER_BOUND}` on "

@@ -11,6 +11,8 @@
   are the independent units: pairing (seed, case) would count each case once per seed, and three seeds
   would triple the evidence of the same cases. Zero differences are dropped (`zero_method="wilcox"`);
   no correction for multiple comparisons. The seed-to-seed spread is not in the test: read the std.
+- Significance is claimed (†) only where both methods ran at least MIN_SEEDS_FOR_SIGNIFICANCE seeds:
+  with fewer, one seed's luck can decide the sign; the p-value is still computed (numbers.csv).
 - Ranking: Friedman test over (dataset, site) blocks of the mean Dice, Nemenyi post-hoc test
   (scikit-posthocs) and the Nemenyi critical difference (Demsar 2006).
 """
@@ -26,6 +28,7 @@ import pandas as pd
 from fedicra.errors import UserError
 
 LOWER_IS_BETTER = {"hd95", "assd"}
+MIN_SEEDS_FOR_SIGNIFICANCE = 3   # a table claims significance only where both methods ran this many seeds
 WILCOXON_TEST = "two-sided Wilcoxon signed-rank test"
 
 
@@ -124,7 +127,9 @@ def compare_methods(cases: pd.DataFrame, metrics=("dice", "hd95"), alpha: float 
                         "mean": row["mean"], "std": row["std"] if row["count"] > 1 else float("nan"),
                         "n_seeds": int(row["count"]),
                         "is_best": method in competing.index and bool(np.isclose(row["mean"], competing[best])),
-                        "p_vs_best": p, "significant": bool(p < alpha), "reference": method in references,
+                        "p_vs_best": p, "reference": method in references,
+                        "significant": bool(p < alpha and min(row["count"], stats.loc[best, "count"])
+                                            >= MIN_SEEDS_FOR_SIGNIFICANCE),
                     })
     return pd.DataFrame(rows)
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fedicra.report.stats import RankingResult, WILCOXON_TEST, compare_methods, natural_key
+from fedicra.report.stats import (MIN_SEEDS_FOR_SIGNIFICANCE, RankingResult, WILCOXON_TEST, compare_methods,
+                                  natural_key)
 
 METRIC_LABELS = {"dice": ("Dice (%)", 100.0), "hd95": ("HD95 (px)", 1.0), "assd": ("ASSD (px)", 1.0),
                  "jaccard": ("Jaccard (%)", 100.0)}
@@ -72,10 +73,22 @@ def results_tables(cases: pd.DataFrame, dataset: str, assignment: str, methods: 
         shown = (f" {', '.join(references)} trained on full masks: shown as the bound, not bold, not tested, "
                  "never the best." if references else "")
         caption = (f"{dataset}, assignment {assignment}: {name} ({better} is better), {seed_text(n_seeds)}; "
-                   f"best in bold; † = significantly worse than the best "
-                   f"({WILCOXON_TEST} paired on test cases averaged over seeds, p < {alpha}).{shown}")
+                   f"best in bold; {_dagger_text(compared, alpha)}.{shown}")
         tables.append(Table(caption, header, rows, bold, dagger, label=f"tab:{dataset}-{assignment}-{metric}"))
     return tables
+
+
+def _dagger_text(compared: pd.DataFrame, alpha: float) -> str:
+    """What † means here; no † is claimed below MIN_SEEDS_FOR_SIGNIFICANCE seeds (`stats.compare_methods`)."""
+    fewest, most = (int(compared["n_seeds"].min()), int(compared["n_seeds"].max())) if len(compared) else (0, 0)
+    if most < MIN_SEEDS_FOR_SIGNIFICANCE:
+        return (f"no significance marks: they need {MIN_SEEDS_FOR_SIGNIFICANCE} or more seeds per method "
+                f"(here {fewest})")
+    text = (f"† = significantly worse than the best ({WILCOXON_TEST} paired on test cases averaged over seeds, "
+            f"p < {alpha})")
+    if fewest < MIN_SEEDS_FOR_SIGNIFICANCE:
+        text += f", only between methods that ran {MIN_SEEDS_FOR_SIGNIFICANCE}+ seeds"
+    return text
 
 
 def seed_text(n_seeds: int) -> str:
