@@ -6,8 +6,9 @@
 - Paired test: two-sided Wilcoxon signed-rank (scipy) of each method against the best method of the
   column, paired on the same test cases. The best is taken among the methods trained on the assigned
   labels: a full-mask reference (`centralized_full`, `diagnostics.full_mask_methods`) bounds them and is
-  shown, but a test against it would only say that weak labels are worse than full masks. Pairs: a case's value is first averaged over the seeds both methods
-  ran, then pairs are cases for a site column and (site, case) for the average column. The test cases
+  shown, but a test against it would only say that weak labels are worse than full masks. Pairs: a
+  case's value is first averaged over the seeds both methods ran, then pairs are cases for a site
+  column and (site, case) for the average column. The test cases
   are the independent units: pairing (seed, case) would count each case once per seed, and three seeds
   would triple the evidence of the same cases. Zero differences are dropped (`zero_method="wilcox"`);
   no correction for multiple comparisons. The seed-to-seed spread is not in the test: read the std.
