@@ -181,6 +181,13 @@ def full_mask_methods(cases: pd.DataFrame) -> list[str]:
     return sorted(set(cases.loc[full, "method"]) - set(cases.loc[~full, "method"]))
 
 
+def competitors(by_method, references):
+    """`by_method` (indexed by method) without the full-mask references: the rows that may be a column's best;
+    all rows if nothing else is left."""
+    kept = by_method[~by_method.index.isin(list(references))]
+    return by_method if kept.empty else kept
+
+
 def assignment_rows(cases: pd.DataFrame) -> pd.DataFrame:
     """The rows whose training label is the one the assignment gave (all rows if no other method ran)."""
     kept = cases[~cases["method"].isin(full_mask_methods(cases))]

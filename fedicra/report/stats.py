@@ -99,7 +99,7 @@ def compare_methods(cases: pd.DataFrame, metrics=("dice", "hd95"), alpha: float 
 
     `cases` holds one dataset, one assignment and one protocol (see `select_protocol`).
     """
-    from fedicra.report.diagnostics import full_mask_methods
+    from fedicra.report.diagnostics import competitors, full_mask_methods
 
     references = set(full_mask_methods(cases))
     sites = sorted(cases["site_name"].unique(), key=natural_key)
@@ -114,8 +114,7 @@ def compare_methods(cases: pd.DataFrame, metrics=("dice", "hd95"), alpha: float 
                 means = stats["mean"].dropna()
                 if means.empty:
                     continue
-                competing = means[~means.index.isin(references)]
-                competing = means if competing.empty else competing   # only the reference has a value here
+                competing = competitors(means, references)
                 best = competing.idxmin() if col.lower_is_better else competing.idxmax()
                 best_vals = values[values["method"] == best]
                 for method, row in stats.iterrows():

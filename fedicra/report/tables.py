@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fedicra.report.diagnostics import competitors
 from fedicra.report.stats import (MIN_SEEDS_FOR_SIGNIFICANCE, RankingResult, WILCOXON_TEST, compare_methods,
                                   natural_key)
 
@@ -105,8 +106,7 @@ def fairness_table(fair: pd.DataFrame, methods: list[str], references: list[str]
     for (dataset, assignment), part in fair.groupby(["dataset", "assignment"], sort=False):
         order = [m for m in methods if m in set(part["method"])] + sorted(set(part["method"]) - set(methods))
         part = part.set_index("method")
-        competing = part.drop(index=[m for m in references if m in part.index])
-        competing = part if competing.empty else competing
+        competing = competitors(part, references)
         best = {"mean_dice": competing["mean_dice"].max(), "worst_site_dice": competing["worst_site_dice"].max(),
                 "site_std": competing["site_std"].min(), "gap": competing["gap"].min()}
         for method in order:
