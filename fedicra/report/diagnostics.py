@@ -181,17 +181,20 @@ def full_mask_methods(cases: pd.DataFrame) -> list[str]:
     return sorted(set(cases.loc[full, "method"]) - set(cases.loc[~full, "method"]))
 
 
+def _not_references(methods, references) -> np.ndarray:
+    """Mask of the entries of `methods` that are not full-mask references; all True if nothing else is left."""
+    keep = ~pd.Index(methods).isin(list(references))
+    return keep if keep.any() else np.ones(len(keep), dtype=bool)
+
+
 def competitors(by_method, references):
-    """`by_method` (indexed by method) without the full-mask references: the rows that may be a column's best;
-    all rows if nothing else is left."""
-    kept = by_method[~by_method.index.isin(list(references))]
-    return by_method if kept.empty else kept
+    """`by_method` (indexed by method) without the full-mask references: the rows that may be a column's best."""
+    return by_method[_not_references(by_method.index, references)]
 
 
 def assignment_rows(cases: pd.DataFrame) -> pd.DataFrame:
     """The rows whose training label is the one the assignment gave (all rows if no other method ran)."""
-    kept = cases[~cases["method"].isin(full_mask_methods(cases))]
-    return kept if len(kept) else cases
+    return cases[_not_references(cases["method"], full_mask_methods(cases))]
 
 
 def separates_label_kind(cases: pd.DataFrame) -> bool:

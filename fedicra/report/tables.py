@@ -47,6 +47,9 @@ def results_tables(cases: pd.DataFrame, dataset: str, assignment: str, methods: 
     order = [m for m in methods if m in set(compared["method"])] + \
         sorted(set(compared["method"]) - set(methods))
     n_seeds = int(compared["n_seeds"].max()) if not compared.empty else 0
+    references = sorted(set(compared.loc[compared["reference"], "method"])) if not compared.empty else []
+    shown = (f" {', '.join(references)} trained on full masks: shown as the bound, not bold, not tested, "
+             "never the best." if references else "")
     tables = []
     for metric in metrics:
         name, scale = METRIC_LABELS.get(metric, (metric, 1.0))
@@ -70,9 +73,6 @@ def results_tables(cases: pd.DataFrame, dataset: str, assignment: str, methods: 
                 d.append(bool(h["significant"]))
             rows.append(row); bold.append(b); dagger.append(d)
         better = "lower" if metric in ("hd95", "assd") else "higher"
-        references = sorted(set(compared.loc[compared["reference"], "method"]))
-        shown = (f" {', '.join(references)} trained on full masks: shown as the bound, not bold, not tested, "
-                 "never the best." if references else "")
         caption = (f"{dataset}, assignment {assignment}: {name} ({better} is better), {seed_text(n_seeds)}; "
                    f"best in bold; {_dagger_text(compared, alpha)}.{shown}")
         tables.append(Table(caption, header, rows, bold, dagger, label=f"tab:{dataset}-{assignment}-{metric}"))
