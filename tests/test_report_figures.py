@@ -39,7 +39,8 @@ def test_cli_all_writes_tables_figures_and_report(runs_root, tmp_path):
     assert "`torch`: 2.13.0" in report
     # the protocol section states every method's resolved values, as each run recorded them
     resolved = record.read_config(next((runs_root / "synth-faz" / "upstream" / "fedicra").glob("seed*")))["resolved"]
-    line = next(line for line in report.splitlines() if line.startswith("- `fedicra`: "))
+    block = report[report.index("Resolved values"):report.index("## Results")]   # not the package versions' `fedicra` line
+    line = next(line for line in block.splitlines() if line.startswith("- `fedicra`: "))
     assert f"`skip_iters` {resolved['method_params']['skip_iters']}" in line
     assert f"`gradient_steps_per_site` {resolved['gradient_steps_per_site']}" in line
     assert f"`objective` {resolved['objective']}" in line
